@@ -1,0 +1,38 @@
+# The README's two commands are `make demo` and `make test`; each sets up .venv first when needed.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed-from-lock
+UV_PIN := $(shell grep -E '^uv==' requirements.lock)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench release lint clean
+
+setup: $(STAMP)
+
+# One resolver call from the lock file, bytecode compiled (this machine sets PYTHONDONTWRITEBYTECODE).
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(UV_PIN)
+	$(UV) pip install --python $(PY) --compile-bytecode --quiet -r requirements.lock
+	$(UV) pip install --python $(PY) --no-deps --no-build-isolation --quiet -e .
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/mlops-levels demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+release: setup
+	$(PY) -m level2_devops.release
+
+clean:
+	rm -rf .workbook build dist *.egg-info .pytest_cache

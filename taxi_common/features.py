@@ -1,0 +1,132 @@
+"""``TripFeaturizer``: the classic ``DictVectorizer`` recipe, without building a dict per row.
+
+The classic course notebook does::
+
+    df["PU_DO"] = df["PULocationID"].astype(str) + "_" + df["DOLocationID"].astype(str)
+    dicts = df[["PU_DO", "trip_distance"]].to_dict(orient="records")
+    X = DictVectorizer().fit_transform(dicts)
+
+``TripFeaturizer`` produces the same sparse matrix — the same column names in the same (sorted)
+order, the same values, explicit zeros included, and nothing for a category unseen at fit time —
+from integer keys and numpy lookups. With ``combine_zones=False`` it reproduces the other classic
+variant, PULocationID and DOLocationID as two separate categoricals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+
+DISTANCE = "trip_distance"
+_ZONE_BITS = 32  # a zone pair key is (pickup << 32) | drop-off
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One categorical field: its name, its integer keys per row, and the label of a key."""
+
+    name: str
+    keys: np.ndarray
+    combined: bool
+
+    def label(self, key: int) -> str:
+        """The classic recipe's category string for ``key`` ("130_205" or "130")."""
+        if self.combined:
+            return f"{key >> _ZONE_BITS}_{key & ((1 << _ZONE_BITS) - 1)}"
+        return str(key)
+
+
+def _zone_ids(values: pd.Series | np.ndarray, column: str) -> np.ndarray:
+    """Zone IDs as int64, whatever they arrive as (int, float, category or digit strings)."""
+    try:
+        ids = np.asarray(values).astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{column} must hold integer zone IDs: {exc}") from exc
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"{column} must hold non-negative zone IDs, found {ids.min()}")
+    return ids
+
+
+class TripFeaturizer(TransformerMixin, BaseEstimator):
+    """One-hot zone features plus numeric ``trip_distance``, identical to ``DictVectorizer``.
+
+    Input: a DataFrame with PULocationID, DOLocationID and trip_distance (zone IDs as ints,
+    categoricals or digit strings). Output: a CSR float64 matrix.
+    """
+
+    def __init__(self, combine_zones: bool = True) -> None:
+        self.combine_zones = combine_zones
+
+    def _fields(self, X: pd.DataFrame) -> list[_Field]:
+        """The categorical fields of ``X``, sorted by name as DictVectorizer's columns are."""
+        pu = _zone_ids(X["PULocationID"], "PULocationID")
+        do = _zone_ids(X["DOLocationID"], "DOLocationID")
+        if self.combine_zones:
+            return [_Field("PU_DO", (pu << _ZONE_BITS) | do, combined=True)]
+        return [_Field("DOLocationID", do, combined=False),
+                _Field("PULocationID", pu, combined=False)]
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> TripFeaturizer:
+        """Learn the vocabulary: every category seen in ``X``, plus trip_distance."""
+        fields = self._fields(X)
+        names: list[str] = [DISTANCE]
+        uniques = []
+        for field in fields:
+            keys = np.unique(field.keys)
+            uniques.append(keys)
+            names.extend(f"{field.name}={field.label(int(k))}" for k in keys)
+        order = np.argsort(np.array(names, dtype=object), kind="stable")
+        column_of_name = np.empty(len(names), dtype=np.int64)
+        column_of_name[order] = np.arange(len(names))
+        self.feature_names_ = [names[i] for i in order]
+        self.distance_column_ = int(column_of_name[0])
+        self.field_keys_: list[np.ndarray] = []
+        self.field_columns_: list[np.ndarray] = []
+        start = 1
+        for keys in uniques:
+            self.field_keys_.append(keys)
+            self.field_columns_.append(column_of_name[start:start + len(keys)])
+            start += len(keys)
+        return self
+
+    def _columns(self, keys: np.ndarray, known: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Column index of each key, or -1 for a key not seen at fit time."""
+        if not len(known):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.searchsorted(known, keys)
+        pos_clipped = np.minimum(pos, len(known) - 1)
+        found = known[pos_clipped] == keys
+        return np.where(found, columns[pos_clipped], -1)
+
+    def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
+        """The sparse feature matrix of ``X`` (one row per trip)."""
+        if not hasattr(self, "feature_names_"):
+            raise ValueError("TripFeaturizer is not fitted yet: call fit() first")
+        fields = self._fields(X)
+        n = len(X)
+        distance = np.asarray(X[DISTANCE], dtype=np.float64)
+        cols = [self._columns(f.keys, k, c)
+                for f, k, c in zip(fields, self.field_keys_, self.field_columns_, strict=True)]
+        cols.append(np.full(n, self.distance_column_, dtype=np.int64))
+        values = [np.ones(n)] * len(fields) + [distance]
+        # Fields come sorted by name and "trip_distance" sorts after every "PU…=" / "DO…=" name,
+        # so each row's columns are already in ascending order, as CSR wants them.
+        col_matrix = np.column_stack(cols)
+        val_matrix = np.column_stack(values)
+        present = col_matrix >= 0
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(present.sum(axis=1), out=indptr[1:])
+        matrix = sp.csr_matrix(
+            (val_matrix[present], col_matrix[present].astype(np.int32), indptr),
+            shape=(n, len(self.feature_names_)),
+        )
+        matrix.has_sorted_indices = True
+        return matrix
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """The column names, as DictVectorizer names them."""
+        return np.array(self.feature_names_, dtype=object)

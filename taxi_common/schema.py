@@ -1,0 +1,126 @@
+"""The TLC trip-record schemas (green, yellow, fhv) and the one function that validates a table.
+
+The TLC's files drift in small ways over the years (int32 vs int64 IDs, ``airport_fee`` vs
+``Airport_fee``), so validation checks what the workbook relies on: the columns it reads must be
+present and of the right kind. ``GREEN_DTYPES`` is the exact schema of the 2021 green files, which
+the synthetic generator reproduces column for column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from taxi_common.errors import SchemaError
+
+COLORS = ("green", "yellow", "fhv")
+
+#: Exact pandas dtypes of the green 2021 files, in file order.
+GREEN_DTYPES: dict[str, str] = {
+    "VendorID": "int64",
+    "lpep_pickup_datetime": "datetime64[us]",
+    "lpep_dropoff_datetime": "datetime64[us]",
+    "store_and_fwd_flag": "object",
+    "RatecodeID": "float64",
+    "PULocationID": "int64",
+    "DOLocationID": "int64",
+    "passenger_count": "float64",
+    "trip_distance": "float64",
+    "fare_amount": "float64",
+    "extra": "float64",
+    "mta_tax": "float64",
+    "tip_amount": "float64",
+    "tolls_amount": "float64",
+    "ehail_fee": "object",
+    "improvement_surcharge": "float64",
+    "total_amount": "float64",
+    "payment_type": "float64",
+    "trip_type": "float64",
+    "congestion_surcharge": "float64",
+}
+
+#: Pandas dtypes of the yellow files of the same era, in file order.
+YELLOW_DTYPES: dict[str, str] = {
+    "VendorID": "int64",
+    "tpep_pickup_datetime": "datetime64[us]",
+    "tpep_dropoff_datetime": "datetime64[us]",
+    "passenger_count": "float64",
+    "trip_distance": "float64",
+    "RatecodeID": "float64",
+    "store_and_fwd_flag": "object",
+    "PULocationID": "int64",
+    "DOLocationID": "int64",
+    "payment_type": "int64",
+    "fare_amount": "float64",
+    "extra": "float64",
+    "mta_tax": "float64",
+    "tip_amount": "float64",
+    "tolls_amount": "float64",
+    "improvement_surcharge": "float64",
+    "total_amount": "float64",
+    "congestion_surcharge": "float64",
+    "airport_fee": "float64",
+}
+
+
+@dataclass(frozen=True)
+class TripColumns:
+    """The names, per color, of the columns the workbook reads."""
+
+    pickup: str
+    dropoff: str
+    pickup_zone: str
+    dropoff_zone: str
+    distance: str | None
+
+
+TRIP_COLUMNS: dict[str, TripColumns] = {
+    "green": TripColumns("lpep_pickup_datetime", "lpep_dropoff_datetime",
+                         "PULocationID", "DOLocationID", "trip_distance"),
+    "yellow": TripColumns("tpep_pickup_datetime", "tpep_dropoff_datetime",
+                          "PULocationID", "DOLocationID", "trip_distance"),
+    # For-hire vehicles report no distance: they can be explored, not used to train the model.
+    "fhv": TripColumns("pickup_datetime", "dropOff_datetime", "PUlocationID", "DOlocationID", None),
+}
+
+
+def trip_columns(color: str) -> TripColumns:
+    """The column names for ``color``; a clear error for an unknown color."""
+    if color not in TRIP_COLUMNS:
+        raise SchemaError(f"unknown taxi color {color!r}: use one of {', '.join(COLORS)}")
+    return TRIP_COLUMNS[color]
+
+
+def _kind_problem(series: pd.Series, wanted: str) -> str | None:
+    """Why ``series`` is not of kind ``wanted`` ("datetime" or "number"), or None if it is."""
+    if wanted == "datetime" and not pd.api.types.is_datetime64_any_dtype(series):
+        return f"has type {series.dtype}, expected a timestamp"
+    if wanted == "number" and not (
+        pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+    ):
+        return f"has type {series.dtype}, expected a number"
+    return None
+
+
+def validate_trips(df: pd.DataFrame, color: str, source: str) -> pd.DataFrame:
+    """Check that ``df`` has the columns the workbook reads, of the right kind; return it.
+
+    Raises :class:`SchemaError` naming ``source`` (a file or month) and the first bad column.
+    """
+    cols = trip_columns(color)
+    wanted = {cols.pickup: "datetime", cols.dropoff: "datetime",
+              cols.pickup_zone: "number", cols.dropoff_zone: "number"}
+    if cols.distance:
+        wanted[cols.distance] = "number"
+    for name, kind in wanted.items():
+        if name not in df.columns:
+            raise SchemaError(
+                f"{source}: column {name!r} is missing; is this a {color} taxi trip file? "
+                f"(columns present: {', '.join(map(str, df.columns[:8]))}"
+                f"{'…' if len(df.columns) > 8 else ''})"
+            )
+        problem = _kind_problem(df[name], kind)
+        if problem:
+            raise SchemaError(f"{source}: column {name!r} {problem}")
+    return df

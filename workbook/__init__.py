@@ -1,0 +1,1 @@
+"""The ``mlops-levels`` command: runs, simulates and compares the levels."""

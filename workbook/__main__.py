@@ -1,0 +1,5 @@
+"""``python -m workbook`` = ``mlops-levels``."""
+
+from workbook.cli import main
+
+main()

@@ -1,4 +1,4 @@
-"""Versioned model files: ``<dir>/taxi-duration-v<N>.pkl`` with ``taxi-duration-v<N>.json`` beside it.
+"""Versioned model files: ``<dir>/taxi-duration-v<N>.pkl`` and its ``.json`` metadata beside it.
 
 The JSON is this level's home-grown tracking (version, data, parameters, scores, library versions).
 Pickle files run code when loaded: load only model files you made yourself.

@@ -1,4 +1,4 @@
-"""From raw trips to training rows: duration in minutes, the 1–60 minute filter, zone IDs as categories.
+"""From raw trips to training rows: duration in minutes, the 1–60 minute filter, zone categories.
 
 This is the classic recipe of the course notebook, as small functions.
 """

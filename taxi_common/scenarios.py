@@ -30,7 +30,9 @@ class Scenario:
                 f"unknown scenario {self.name!r}: use one of {', '.join(SCENARIOS)}"
             )
         if not 1 <= self.start_day <= 31:
-            raise BadInputError(f"scenario start day {self.start_day} is not a day of a month (1-31)")
+            raise BadInputError(
+                f"scenario start day {self.start_day} is not a day of a month (1-31)"
+            )
         if not 0.0 <= self.strength <= 5.0:
             raise BadInputError(f"scenario strength {self.strength} must lie between 0 and 5")
 

@@ -2,6 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="level2_devops: commands of this level.", no_args_is_help=True)
+
+
+@app.command()
+def train(
+    train_month: str = typer.Option("2021-01", help="Month to train on, YYYY-MM."),
+    val_month: str | None = typer.Option(
+        None, help="Month to validate on, YYYY-MM (default: the month after --train-month)."),
+    source: str = typer.Option("synthetic", help="Data source: synthetic or tlc."),
+    color: str = typer.Option("green", help="Taxi color (synthetic data is green only)."),
+    model: str = typer.Option(
+        "linear", help="Model from the catalogue: linear, ridge, lasso, random_forest, hist_gb."),
+    param: list[str] = typer.Option(
+        [], "--param", help="Model parameter key=value (repeatable), for example alpha=0.1."),
+    rows: int | None = typer.Option(None, help="Use at most this many trips of each month."),
+    seed: int = typer.Option(0, help="Random seed of synthetic data."),
+    models_dir: Path | None = typer.Option(
+        None, help="Folder of the versioned model files (default: $WORKBOOK_HOME/models)."),
+) -> None:
+    """Train a model and write the next version of the model file with its metadata JSON."""
+    from level2_devops.training import TrainConfig, parse_params, train_and_save
+    from taxi_common.errors import WorkbookError
+    from taxi_common.settings import Settings
+
+    try:
+        config = TrainConfig(train_month=train_month, val_month=val_month, source=source,
+                             color=color, model=model, params=parse_params(param), n_rows=rows,
+                             seed=seed, models_dir=models_dir)
+        result = train_and_save(config, settings=Settings.from_env(), progress=typer.echo)
+    except WorkbookError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from exc
+    metrics = result.metadata["metrics"]
+    typer.echo(f"model: {result.model_path}")
+    typer.echo(f"version: {result.version}")
+    typer.echo(f"train RMSE: {metrics['train_rmse']:.4f}  val RMSE: {metrics['val_rmse']:.4f}")

@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
 DISTANCE = "trip_distance"
-_ZONE_BITS = 32  # a zone pair key is (pickup << 32) | drop-off
+ZONE_ID_LIMIT = 1024  # TLC zone IDs run 1-265; a zone pair key is pickup * 1024 + drop-off
+_DENSE_LOOKUP_MIN_ROWS = 10_000  # below this, binary search beats building a lookup table
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class _Field:
     def label(self, key: int) -> str:
         """The classic recipe's category string for ``key`` ("130_205" or "130")."""
         if self.combined:
-            return f"{key >> _ZONE_BITS}_{key & ((1 << _ZONE_BITS) - 1)}"
+            return f"{key // ZONE_ID_LIMIT}_{key % ZONE_ID_LIMIT}"
         return str(key)
 
 
@@ -46,8 +47,9 @@ def _zone_ids(values: pd.Series | np.ndarray, column: str) -> np.ndarray:
         ids = np.asarray(values).astype(np.int64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{column} must hold integer zone IDs: {exc}") from exc
-    if ids.size and ids.min() < 0:
-        raise ValueError(f"{column} must hold non-negative zone IDs, found {ids.min()}")
+    if ids.size and (ids.min() < 0 or ids.max() >= ZONE_ID_LIMIT):
+        bad = ids.min() if ids.min() < 0 else ids.max()
+        raise ValueError(f"{column} must hold zone IDs from 0 to {ZONE_ID_LIMIT - 1}, found {bad}")
     return ids
 
 
@@ -66,7 +68,7 @@ class TripFeaturizer(TransformerMixin, BaseEstimator):
         pu = _zone_ids(X["PULocationID"], "PULocationID")
         do = _zone_ids(X["DOLocationID"], "DOLocationID")
         if self.combine_zones:
-            return [_Field("PU_DO", (pu << _ZONE_BITS) | do, combined=True)]
+            return [_Field("PU_DO", pu * ZONE_ID_LIMIT + do, combined=True)]
         return [_Field("DOLocationID", do, combined=False),
                 _Field("PULocationID", pu, combined=False)]
 
@@ -97,6 +99,10 @@ class TripFeaturizer(TransformerMixin, BaseEstimator):
         """Column index of each key, or -1 for a key not seen at fit time."""
         if not len(known):
             return np.full(len(keys), -1, dtype=np.int64)
+        if len(keys) >= _DENSE_LOOKUP_MIN_ROWS:  # a dense table: one gather instead of a search
+            table = np.full(max(int(known[-1]), int(keys.max())) + 1, -1, dtype=np.int64)
+            table[known] = columns
+            return table[keys]
         pos = np.searchsorted(known, keys)
         pos_clipped = np.minimum(pos, len(known) - 1)
         found = known[pos_clipped] == keys
@@ -117,13 +123,17 @@ class TripFeaturizer(TransformerMixin, BaseEstimator):
         # so each row's columns are already in ascending order, as CSR wants them.
         col_matrix = np.column_stack(cols)
         val_matrix = np.column_stack(values)
-        present = col_matrix >= 0
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(present.sum(axis=1), out=indptr[1:])
-        matrix = sp.csr_matrix(
-            (val_matrix[present], col_matrix[present].astype(np.int32), indptr),
-            shape=(n, len(self.feature_names_)),
-        )
+        width = col_matrix.shape[1]
+        if n == 0 or col_matrix.min() >= 0:  # every category known: a fixed number per row
+            indptr = np.arange(0, n * width + 1, width, dtype=np.int64)
+            indices, data = col_matrix.ravel(), val_matrix.ravel()
+        else:
+            present = col_matrix >= 0
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(present.sum(axis=1), out=indptr[1:])
+            indices, data = col_matrix[present], val_matrix[present]
+        matrix = sp.csr_matrix((data, indices.astype(np.int32), indptr),
+                               shape=(n, len(self.feature_names_)))
         matrix.has_sorted_indices = True
         return matrix
 

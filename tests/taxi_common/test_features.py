@@ -45,9 +45,10 @@ def assert_same_matrix(ours, theirs) -> None:
     np.testing.assert_array_equal(ours.data, theirs.data)
 
 
+@pytest.mark.parametrize("test_rows", [800, 12_000])  # binary search and dense lookup paths
 @pytest.mark.parametrize("combine", [True, False])
-def test_matches_dictvectorizer_fit_and_transform(combine: bool) -> None:
-    train, test = random_trips(3000, seed=1, zones=40), random_trips(800, seed=2, zones=60)
+def test_matches_dictvectorizer_fit_and_transform(combine: bool, test_rows: int) -> None:
+    train, test = random_trips(3000, seed=1, zones=40), random_trips(test_rows, seed=2, zones=60)
     dv = DictVectorizer()
     expected_train = dv.fit_transform(classic_dicts(train, combine))
     expected_test = dv.transform(classic_dicts(test, combine))
@@ -85,7 +86,7 @@ def test_empty_frame_and_unfitted_errors() -> None:
     assert featurizer.transform(empty).shape == (0, len(featurizer.feature_names_))
     with pytest.raises(ValueError, match="not fitted"):
         TripFeaturizer().transform(empty)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="zone IDs from 0 to 1023"):
         featurizer.transform(empty.assign(PULocationID=[-1], DOLocationID=[1], trip_distance=[1.0]))
 
 

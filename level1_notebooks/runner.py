@@ -90,6 +90,8 @@ def execute_notebook(
             kernel_name=KERNEL_NAME,
             cwd=str(output_dir),
             progress_bar=progress,
+            # ipykernel warns on every start that loopback TCP is unencrypted: noise here.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as exc:
         cell = f"cell {exc.cell_index} (In [{exc.exec_count}])"

@@ -23,6 +23,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import urllib.response
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -41,6 +42,9 @@ DEFAULT_TIMEOUT = 30.0
 CHUNK_BYTES = 1 << 20
 _USER_AGENT = "mlops-levels (taxi_common.sources)"
 _NOT_PUBLISHED_CODES = (403, 404)  # the TLC's CDN answers 403 for a file it does not have
+
+#: What ``urlopen`` returns: an HTTP response, or a local file's for ``file://``.
+Response = http.client.HTTPResponse | urllib.response.addinfourl
 
 
 def _one_line(reason: object) -> str:
@@ -85,7 +89,7 @@ def _unreachable(url: str, reason: object) -> DataUnavailableError:
     )
 
 
-def _open_url(color: str, month: str, url: str, timeout: float) -> http.client.HTTPResponse:
+def _open_url(color: str, month: str, url: str, timeout: float) -> Response:
     """Open ``url`` for reading, turning every way it can fail into one clear error."""
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -112,7 +116,7 @@ def _open_url(color: str, month: str, url: str, timeout: float) -> http.client.H
         raise _unreachable(url, exc) from None
 
 
-def _content_length(response: http.client.HTTPResponse) -> int | None:
+def _content_length(response: Response) -> int | None:
     """The announced size of the body, or None when the server does not say."""
     value = response.headers.get("Content-Length")
     try:
@@ -122,7 +126,7 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
 
 
 def _copy_body(
-    response: http.client.HTTPResponse, out: IO[bytes], url: str, *, label: str, progress: bool
+    response: Response, out: IO[bytes], url: str, *, label: str, progress: bool
 ) -> tuple[int, int | None]:
     """Stream the body into ``out`` with a progress bar; return (bytes read, bytes announced)."""
     from tqdm.auto import tqdm

@@ -1,0 +1,95 @@
+"""The one entry point to level 3's training: check the inputs, set the environment, run the flow.
+
+``run_training(config, settings)`` is what ``mlops-levels level3 train`` calls, and what notebooks
+and tests call. Arguments are checked before anything heavy is imported, so a typo costs
+milliseconds, not a Prefect server start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from level2_devops.models import MODELS, model_spec
+from taxi_common.data import SOURCES
+from taxi_common.errors import BadInputError
+from taxi_common.months import parse_month
+from taxi_common.scenarios import as_scenario
+from taxi_common.settings import Settings
+
+DEFAULT_MODELS: tuple[str, ...] = tuple(MODELS)
+MAX_TRIALS = 50
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train: months, data source, candidate models and the size of the search."""
+
+    train_months: tuple[str, ...]
+    val_month: str
+    source: str = "synthetic"
+    color: str = "green"
+    models: tuple[str, ...] = DEFAULT_MODELS
+    trials: int = 3
+    seed: int = 0
+    n_rows: int | None = None
+    scenario: str = "baseline"
+    register: bool = True
+    alias: str = "challenger"
+
+    def check(self) -> TrainConfig:
+        """Raise :class:`BadInputError` for anything unusable; return self."""
+        if not self.train_months:
+            raise BadInputError("give at least one training month: --train-months 2021-01")
+        for month in (*self.train_months, self.val_month):
+            parse_month(month)
+        if self.val_month in self.train_months:
+            raise BadInputError(f"validation month {self.val_month} is also a training month: "
+                                "pick another --val-month")
+        if self.source not in SOURCES:
+            raise BadInputError(f"unknown data source {self.source!r}: use one of "
+                                f"{', '.join(SOURCES)}")
+        if not self.models:
+            raise BadInputError(f"give at least one model: --models {','.join(MODELS)}")
+        for name in self.models:
+            model_spec(name)
+        if len(set(self.models)) != len(self.models):
+            raise BadInputError(f"a model is listed twice in --models {','.join(self.models)}")
+        if not 1 <= self.trials <= MAX_TRIALS:
+            raise BadInputError(f"--trials {self.trials} must lie between 1 and {MAX_TRIALS}")
+        if self.n_rows is not None and self.n_rows < 1:
+            raise BadInputError(f"--rows {self.n_rows} must be a positive number of rows")
+        as_scenario(self.scenario)
+        return self
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``"linear, ridge"`` -> ``("linear", "ridge")``; unknown names fail with the known list."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        model_spec(name)
+    return names
+
+
+def run_training(config: TrainConfig, settings: Settings) -> dict[str, Any]:
+    """Run the Prefect training flow for ``config``; the flow's summary.
+
+    Sets PREFECT_HOME and friends (unless set), checks that configured servers answer, then
+    imports Prefect and runs the flow. Without PREFECT_API_URL, Prefect starts a temporary local
+    server for this process.
+    """
+    from level3_training.runtime import check_services, prepare_environment
+
+    config.check()
+    prepare_environment(settings)
+    check_services(settings)
+    from level3_training.flow import training_flow
+
+    return training_flow(
+        train_months=list(config.train_months), val_month=config.val_month,
+        models=list(config.models), workbook_home=str(settings.workbook_home),
+        tracking_uri=settings.tracking_uri, tlc_base_url=settings.tlc_base_url,
+        source=config.source, color=config.color, trials=config.trials, seed=config.seed,
+        n_rows=config.n_rows, scenario=config.scenario, register_model=config.register,
+        alias=config.alias,
+    )

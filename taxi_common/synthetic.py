@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -240,6 +240,17 @@ def _from_quantiles(q: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.interp(u, np.linspace(0.0, 1.0, len(q)), q)
 
 
+def _segment_quantiles(attr: str, u: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Like :func:`_from_quantiles`, with each row's own segment's percentiles ``attr``
+    (linear interpolation on the evenly spaced grid, without a per-segment pass)."""
+    table = np.stack([getattr(_model().segments[name], attr) for name in SEGMENTS])
+    x = u * (table.shape[1] - 1)
+    i = np.minimum(x.astype(np.int64), table.shape[1] - 2)
+    row = seg if u.ndim == 1 else seg[:, None]
+    low = table[row, i]
+    return low + (x - i) * (table[row, i + 1] - low)
+
+
 def _pickup_seconds(seg: _Segment, month: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """Pickup times as seconds since the month's start: weekday-weighted day, hour, second."""
     days = _days_in_month(month)
@@ -382,10 +393,8 @@ def _trip_geometry(d: dict, congested: np.ndarray, slowdown: float
     seg = d["segment"]
     hour = (d["pickup"] // 3600) % 24
     s0 = (seg == 0)[:, None]
-    log_d = np.where(s0, _from_quantiles(segs[0].log_distance_q, d["u_distance"]),
-                     _from_quantiles(segs[1].log_distance_q, d["u_distance"]))
-    log_t = np.where(s0, _from_quantiles(segs[0].log_duration_q, d["u_duration"]),
-                     _from_quantiles(segs[1].log_duration_q, d["u_duration"]))
+    log_d = _segment_quantiles("log_distance_q", d["u_distance"], seg)
+    log_t = _segment_quantiles("log_duration_q", d["u_duration"], seg)
     log_t += np.where(s0, segs[0].duration_slope, segs[1].duration_slope) * log_d
     hour_factor = np.where(seg == 0, segs[0].hour_factor[hour], segs[1].hour_factor[hour])
     typical_d = m.typical_distance[d["pu"], d["do"]][:, None]
@@ -397,14 +406,12 @@ def _trip_geometry(d: dict, congested: np.ndarray, slowdown: float
     rows = np.arange(len(first))
     true_distance = candidates_d[rows, first]
     minutes = candidates_m[rows, first]
-    long_q = np.where(seg == 0, _from_quantiles(segs[0].over_hour_q, d["u_long"]),
-                      _from_quantiles(segs[1].over_hour_q, d["u_long"]))
+    long_q = _segment_quantiles("over_hour_q", d["u_long"], seg)
     minutes = np.where(d["long"], np.exp(long_q), minutes)
     minutes = np.where(congested, minutes * slowdown, minutes)
     minutes = np.where(d["short"], d["u_short"], minutes)
     seconds = np.clip(np.round(minutes * 60.0), 0, 86399).astype(np.int64)
-    absurd_q = np.where(seg == 0, _from_quantiles(segs[0].absurd_q, d["u_absurd"]),
-                        _from_quantiles(segs[1].absurd_q, d["u_absurd"]))
+    absurd_q = _segment_quantiles("absurd_q", d["u_absurd"], seg)
     reported = np.where(d["zero"], 0.0, true_distance)
     reported = np.where(d["absurd"], np.round(10.0**absurd_q, 2), reported)
     return reported, true_distance, seconds
@@ -547,13 +554,14 @@ def write_month(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    # A temporary name in the same folder (so the rename is atomic), created with the usual
+    # permissions (mkstemp would make it private).
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         pq.write_table(table, tmp, compression="snappy", use_dictionary=True,
                        write_statistics=True, row_group_size=1 << 20)
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return out

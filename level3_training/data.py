@@ -9,6 +9,7 @@ a change to any of those inputs or modules gives a new key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -63,8 +64,12 @@ class MonthRequest:
         return cls(month, source, color, n_rows, seed, sc.name, sc.start_day, sc.strength)
 
 
+@functools.lru_cache(maxsize=1)
 def code_version_of_data() -> str:
-    """A short hash of the source of the modules that load and prepare trips."""
+    """A short hash of the source of the modules that load and prepare trips.
+
+    Computed once per process: the code that runs is the code that was imported.
+    """
     digest = hashlib.sha256()
     for name in _CODE_MODULES:
         spec = importlib.util.find_spec(name)

@@ -92,15 +92,15 @@ def register_version(client: MlflowClient, model_uri: str, run_id: str, *, descr
         raise RegistrationError(f"could not register {model_uri} as {name}: {_line(exc)}") from exc
     try:
         for key, value in tags.items():
-            client.set_model_version_tag(name, version.version, key, value)
-        client.set_registered_model_alias(name, alias, version.version)
+            client.set_model_version_tag(name, str(version.version), key, value)
+        client.set_registered_model_alias(name, alias, str(version.version))
     except Exception as exc:  # noqa: BLE001
-        _delete_quietly(client, name, version.version)
+        _delete_quietly(client, name, str(version.version))
         raise RegistrationError(
             f"registering {name} version {version.version} failed ({_line(exc)}); the version "
             "was deleted again, nothing is half-registered"
         ) from exc
-    return client.get_model_version(name, version.version)
+    return client.get_model_version(name, str(version.version))
 
 
 def _line(exc: BaseException) -> str:
@@ -134,7 +134,7 @@ def alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> s
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -145,7 +145,7 @@ def promote(client: MlflowClient, version: str, name: str = MODEL_NAME) -> dict[
     A ``challenger`` alias on the promoted version is removed (it is the champion now).
     Returns ``{"champion": new, "previous": old or None}``.
     """
-    target = get_version(client, version, name).version
+    target = str(get_version(client, version, name).version)
     old = alias_version(client, CHAMPION, name)
     if old == target:
         return {CHAMPION: target, PREVIOUS: alias_version(client, PREVIOUS, name)}
@@ -166,7 +166,7 @@ def lineage(client: MlflowClient, version: str, name: str = MODEL_NAME) -> Linea
         for key in LINEAGE_TAGS:
             if key in run.data.tags:
                 tags.setdefault(key, run.data.tags[key])
-    return Lineage(version=mv.version, run_id=mv.run_id or "", aliases=list(mv.aliases or []),
+    return Lineage(version=str(mv.version), run_id=mv.run_id or "", aliases=list(mv.aliases or []),
                    tags=tags, params=dict(run.data.params) if run else {},
                    metrics=dict(run.data.metrics) if run else {},
                    description=mv.description or "", source=mv.source or "")
@@ -174,11 +174,21 @@ def lineage(client: MlflowClient, version: str, name: str = MODEL_NAME) -> Linea
 
 def list_versions(client: MlflowClient, name: str = MODEL_NAME) -> list[dict[str, Any]]:
     """Every version, newest first: version, aliases, model, val RMSE, run id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = dict(client.get_registered_model(name).aliases or {})
+    except MlflowException:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
     versions = client.search_model_versions(f"name = '{name}'")
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         tags = mv.tags or {}
-        rows.append({"version": mv.version, "aliases": sorted(mv.aliases or []),
+        rows.append({"version": str(mv.version),
+                     "aliases": sorted(by_version.get(str(mv.version), [])),
                      "model": tags.get("model.name", ""),
                      "val_rmse": float(tags["val_rmse"]) if "val_rmse" in tags else None,
                      "run_id": mv.run_id})

@@ -94,7 +94,7 @@ def execute_notebook(
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as exc:
-        cell = f"cell {exc.cell_index} (In [{exc.exec_count}])"
+        cell = f"cell {exc.cell_index + 1} (In [{exc.exec_count}])"  # counted from 1
         raise NotebookError(
             f"notebook {name} failed in {cell}: {exc.ename}: {_first_line(exc.evalue)} "
             f"- the executed copy with the full traceback is {executed}"

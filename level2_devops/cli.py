@@ -42,3 +42,28 @@ def train(
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"version: {result.version}")
     typer.echo(f"train RMSE: {metrics['train_rmse']:.4f}  val RMSE: {metrics['val_rmse']:.4f}")
+
+
+@app.command()
+def serve(
+    model: Path | None = typer.Option(
+        None, help="Model file (default: newest taxi-duration-v*.pkl in $WORKBOOK_HOME/models)."),
+    port: int = typer.Option(8000, help="TCP port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    workers: int = typer.Option(2, help="gunicorn worker processes."),
+    access_log: bool = typer.Option(False, help="Log every request to stderr."),
+) -> None:
+    """Serve a model with gunicorn: POST /predict, GET /health, /metrics and /openapi.yaml."""
+    from level2_devops.service.server import ServeOptions, newest_model
+    from level2_devops.service.server import serve as run_server
+    from taxi_common.errors import WorkbookError
+    from taxi_common.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        path = model if model is not None else newest_model(settings.models_dir)
+        run_server(ServeOptions(model=path, host=host, port=port, workers=workers,
+                                access_log=access_log), settings)
+    except WorkbookError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from exc

@@ -1,0 +1,179 @@
+"""Request bodies → ``RideBatch`` (three numpy arrays), with one clear error for any bad input.
+
+A body is one ride object or a JSON list of 1..``max_rides`` ride objects, each with exactly
+``PULocationID`` and ``DOLocationID`` (integer TLC zone IDs, 1–265) and ``trip_distance`` (miles,
+a finite number from 0 to 200). The schema is a ``msgspec.Struct``: decoding and validating a
+1,000-ride list takes about 0.2 ms, several times faster than ``json.loads`` alone, and its errors
+name the field and the list index. Booleans are not numbers and strings are not numbers here.
+
+Why 200 miles: the longest plausible NYC taxi trip (to the edge of the TLC's area and back) is
+well under 200 miles, while the real files carry typos of up to 244,152 miles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+from taxi_common.errors import BadInputError
+
+MIN_ZONE, MAX_ZONE = 1, 265
+MAX_TRIP_MILES = 200.0
+DEFAULT_MAX_RIDES = 10_000
+FIELDS = ("PULocationID", "DOLocationID", "trip_distance")
+RULES = {
+    "PULocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
+    "DOLocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
+    "trip_distance": f"a finite number of miles from 0 to {MAX_TRIP_MILES:g}",
+}
+
+Zone = Annotated[int, msgspec.Meta(ge=MIN_ZONE, le=MAX_ZONE)]
+Miles = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TRIP_MILES)]
+
+
+class Ride(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One ride as the API accepts it (the JSON object's keys are these field names)."""
+
+    PULocationID: Zone
+    DOLocationID: Zone
+    trip_distance: Miles
+
+
+@dataclass(frozen=True, slots=True)
+class RideBatch:
+    """Validated rides as arrays: pickup and drop-off zone IDs (int64), distance in miles."""
+
+    pickup: np.ndarray
+    dropoff: np.ndarray
+    distance: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.distance)
+
+    @classmethod
+    def from_rides(cls, rides: list[Ride]) -> RideBatch:
+        """Arrays from decoded ``Ride`` objects."""
+        n = len(rides)
+        return cls(np.fromiter([r.PULocationID for r in rides], np.int64, n),
+                   np.fromiter([r.DOLocationID for r in rides], np.int64, n),
+                   np.fromiter([r.trip_distance for r in rides], np.float64, n))
+
+    def to_frame(self) -> pd.DataFrame:
+        """The raw-trip DataFrame a model pipeline takes."""
+        return pd.DataFrame({"PULocationID": self.pickup, "DOLocationID": self.dropoff,
+                             "trip_distance": self.distance})
+
+
+class RideError(BadInputError):
+    """A request body that is not an acceptable ride or list of rides."""
+
+    def __init__(self, reason: str, *, status: int = 422, code: str = "invalid_ride",
+                 field: str | None = None, index: int | None = None) -> None:
+        self.reason, self.status, self.code, self.field, self.index = (
+            reason, status, code, field, index)
+        super().__init__(self.message)
+
+    @property
+    def where(self) -> str:
+        """``rides[3].trip_distance``, ``trip_distance``, ``rides[3]`` or ``body``."""
+        base = "body" if self.index is None else f"rides[{self.index}]"
+        if self.field is None:
+            return base
+        return self.field if self.index is None else f"{base}.{self.field}"
+
+    @property
+    def message(self) -> str:
+        """One line naming the place and the reason."""
+        return f"{self.where}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The error body the API returns."""
+        return {"error": self.code, "message": self.message, "field": self.field,
+                "index": self.index, "reason": self.reason}
+
+
+_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?(?:\.(?P<field>\w+))?`)?$")
+_NAMED_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+def _validation_error(exc: msgspec.ValidationError, max_rides: int) -> RideError:
+    """Our error from msgspec's, e.g. "Expected `int`, got `str` - at `$[3].PULocationID`"."""
+    match = _PATH.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    reason, field = match["reason"], match["field"]
+    index = int(match["index"]) if match["index"] is not None else None
+    if field is None and (named := _NAMED_FIELD.search(reason)):
+        field = named["field"]
+    if reason.startswith("Expected `object | array`"):
+        return RideError("must be one ride object or a JSON list of ride objects",
+                         code="invalid_body")
+    if reason.startswith("Object contains unknown field"):
+        return RideError(f"is not a ride field: send exactly {', '.join(FIELDS)}",
+                         field=field, index=index)
+    if reason.startswith("Object missing required field"):
+        return RideError(f"is missing: a ride needs {', '.join(FIELDS)}", field=field,
+                         index=index)
+    if reason.startswith("Expected `object`"):
+        return RideError(f"must be a ride object ({reason.replace('Expected', 'expected')})",
+                         index=index)
+    if reason.startswith("Expected `array` of length"):
+        return RideError(f"a list must hold 1 to {max_rides} rides ({reason.lower()})",
+                         code="invalid_batch")
+    if field in RULES and "Expected" in reason:
+        reason = f"must be {RULES[field]} ({reason.replace('Expected', 'expected')})"
+    return RideError(reason, field=field, index=index)
+
+
+def _non_finite_error(body: Any) -> RideError | None:
+    """The first NaN or infinity in a body parsed by Python's lenient ``json`` module."""
+    rides = body if isinstance(body, list) else [body]
+    for i, ride in enumerate(rides):
+        if not isinstance(ride, dict):
+            continue
+        for name, value in ride.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                return RideError(f"must be {RULES.get(name, 'a finite number')}, got {value}",
+                                 field=name, index=i if isinstance(body, list) else None)
+    return None
+
+
+def _malformed(data: bytes, exc: msgspec.DecodeError) -> RideError:
+    """Explain a body msgspec cannot parse: NaN/Infinity literals get the field named."""
+    try:
+        lenient = json.loads(data)
+    except (ValueError, RecursionError):
+        return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")
+    found = _non_finite_error(lenient)
+    if found is not None:
+        return found
+    return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")
+
+
+class RideParser:
+    """Decodes and validates request bodies; one instance per app (it holds the decoder)."""
+
+    def __init__(self, max_rides: int = DEFAULT_MAX_RIDES) -> None:
+        self.max_rides = max_rides
+        batch = Annotated[list[Ride], msgspec.Meta(min_length=1, max_length=max_rides)]
+        self._decoder = msgspec.json.Decoder(Ride | batch)
+
+    def parse(self, data: bytes) -> tuple[RideBatch, bool]:
+        """The rides in ``data`` and whether the body was a single ride (not a list)."""
+        try:
+            decoded = self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise _validation_error(exc, self.max_rides) from None
+        except msgspec.DecodeError as exc:
+            raise _malformed(data, exc) from None
+        if isinstance(decoded, Ride):
+            return RideBatch(np.array([decoded.PULocationID], np.int64),
+                             np.array([decoded.DOLocationID], np.int64),
+                             np.array([decoded.trip_distance], np.float64)), True
+        return RideBatch.from_rides(decoded), False

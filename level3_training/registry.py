@@ -86,8 +86,11 @@ def register_version(client: MlflowClient, model_uri: str, run_id: str, *, descr
     """
     try:
         _ensure_registered_model(client, name)
+        # A tracking server insists on model_id for a "models:/m-…" source (SQLite does not).
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") \
+            else None
         version = client.create_model_version(name, model_uri, run_id=run_id,
-                                              description=description)
+                                              description=description, model_id=model_id)
     except Exception as exc:  # noqa: BLE001 - any failure is reported in one line
         raise RegistrationError(f"could not register {model_uri} as {name}: {_line(exc)}") from exc
     try:

@@ -1,0 +1,120 @@
+"""Team mode for real: `mlflow server` on a fresh PostgreSQL database plus the Prefect server.
+
+The same flow runs, chosen by settings alone (MLFLOW_TRACKING_URI=http://…, PREFECT_API_URL);
+the run and the registered version are read back through the tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from level3_training.prefect_server import free_port, is_healthy, stop_process_group
+from level3_training.registry import MODEL_NAME, alias_version, client_for
+from taxi_common.settings import Settings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+
+
+def _admin_connection() -> Any:
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(**PG, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 ({str(exc).strip()})")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database; its SQLAlchemy URI. Dropped afterwards."""
+    name = f"mlops_l3_{uuid.uuid4().hex[:10]}"
+    conn = _admin_connection()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        # +psycopg2: SQLAlchemy 2.1's bare postgresql:// means psycopg 3, which is not installed
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture
+def mlflow_server(fresh_database: str, tmp_path: Path) -> Iterator[str]:
+    """`mlflow server` on a free port with the fresh database and a tmp artifact folder."""
+    port = free_port()
+    artifacts = tmp_path / "server-artifacts"
+    log = (tmp_path / "mlflow-server.log").open("wb")
+    command = [str(Path(sys.executable).with_name("mlflow")), "server",
+               "--backend-store-uri", fresh_database, "--artifacts-destination", str(artifacts),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not is_healthy(url, timeout=1):  # GET {url}/health
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("mlflow server did not start: "
+                            + (tmp_path / "mlflow-server.log").read_text()[-1500:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(process.pid)
+        log.close()
+
+
+def test_flow_against_mlflow_server_on_postgres_and_prefect_server(
+        mlflow_server: str, prefect_api: str, tmp_path: Path,
+        train_small: Callable[..., dict[str, Any]], run_cli: Callable[..., Any]) -> None:
+    import mlflow
+
+    settings = Settings(workbook_home=tmp_path / "workbook", mlflow_tracking_uri=mlflow_server,
+                        prefect_api_url=prefect_api)
+    summary = train_small(settings, models=("linear", "ridge"))
+    assert summary["version"] == "1"
+
+    client = client_for(mlflow_server)  # everything below is read back through the server
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["data.train_months"] == "2021-01"
+    assert parent.data.tags["data.train_fingerprint"] == summary["data"]["train_fingerprint"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["model.name"] for r in children) == ["linear", "ridge"]
+    assert alias_version(client, "challenger") == "1"
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert "2021-01" in version.description
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@challenger")
+    assert model.predict(summary_example()).shape == (2,)
+    assert any((tmp_path / "server-artifacts").rglob("MLmodel")), "artifacts not on the server"
+    assert not (settings.workbook_home / "mlflow.db").exists()
+
+    done = run_cli("level3", "lineage", "1", settings=settings)
+    assert done.returncode == 0, done.stderr
+    assert f"data.train_fingerprint: {summary['data']['train_fingerprint']}" in done.stdout
+
+
+def summary_example() -> Any:
+    """Two raw trips."""
+    import pandas as pd
+
+    return pd.DataFrame({"PULocationID": [74, 75], "DOLocationID": [75, 74],
+                         "trip_distance": [1.2, 3.4]})

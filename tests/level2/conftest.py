@@ -55,3 +55,40 @@ def other_prepared_trips() -> pd.DataFrame:
 def make_trips():
     """The :func:`make_raw_trips` factory, for tests that need several sets of trips."""
     return make_raw_trips
+
+
+# --- The web service's fixtures: a small fitted model file, the app and its test client. ---
+
+@pytest.fixture(scope="session")
+def service_trips(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """3,000 prepared synthetic trips of 2021-01 (through the project's data entry point)."""
+    from level2_devops.training import load_prepared_month
+    from taxi_common.settings import Settings
+
+    home = tmp_path_factory.mktemp("service-data")
+    return load_prepared_month("2021-01", settings=Settings(workbook_home=home), n_rows=3000)
+
+
+@pytest.fixture(scope="session")
+def linear_model_file(tmp_path_factory: pytest.TempPathFactory, service_trips: pd.DataFrame):
+    """A linear model fitted on ``service_trips``, saved by the model store as version v1."""
+    from level2_devops.model_store import save_model
+    from level2_devops.training import fit_model
+
+    models = tmp_path_factory.mktemp("service-models")
+    return save_model(fit_model("linear", service_trips), {"model": "linear"}, models)
+
+
+@pytest.fixture
+def service_app(linear_model_file):
+    """The service app on ``linear_model_file`` (flaskr's ``app`` fixture)."""
+    from level2_devops.app import create_app
+    from level2_devops.service.model_source import ModelFileSource
+
+    return create_app(ModelFileSource(linear_model_file), {"TESTING": True})
+
+
+@pytest.fixture
+def client(service_app):
+    """A Flask test client of ``service_app``."""
+    return service_app.test_client()

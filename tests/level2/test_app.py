@@ -1,0 +1,311 @@
+"""The web service through Flask's test client: predictions, bad input, health, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from level2_devops.app import create_app
+from level2_devops.model_store import load_model
+from level2_devops.service.model_source import ModelFileSource
+from level2_devops.service.rides import RideBatch
+
+RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
+
+
+def _post(client, body, content_type: str = "application/json"):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post("/predict", data=data, content_type=content_type)
+
+
+def _rides(df: pd.DataFrame, n: int) -> list[dict]:
+    rows = df.iloc[:n]
+    return [{"PULocationID": int(pu), "DOLocationID": int(do), "trip_distance": float(d)}
+            for pu, do, d in zip(rows["PULocationID"], rows["DOLocationID"],
+                                 rows["trip_distance"], strict=True)]
+
+
+def _expected(pipeline, rides: list[dict]) -> np.ndarray:
+    return pipeline.predict(pd.DataFrame(rides))
+
+
+# --- predictions -------------------------------------------------------------------------------
+
+def test_one_ride_gets_the_pipelines_prediction_and_the_model_version(
+        client, linear_model_file: Path) -> None:
+    pipeline, metadata = load_model(linear_model_file)
+    response = _post(client, RIDE)
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"duration", "model_version"}
+    assert body["model_version"] == metadata["version"] == "v1"
+    assert body["duration"] == _expected(pipeline, [RIDE])[0]  # exact, not approximate
+
+
+def test_a_batch_gets_the_pipelines_predictions_in_order(
+        client, linear_model_file: Path, service_trips: pd.DataFrame) -> None:
+    pipeline, _ = load_model(linear_model_file)
+    rides = _rides(service_trips, 500)
+    response = _post(client, rides)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert isinstance(body, list) and len(body) == 500
+    assert {b["model_version"] for b in body} == {"v1"}
+    assert np.array_equal([b["duration"] for b in body], _expected(pipeline, rides))
+
+
+def test_a_list_of_one_ride_answers_with_a_list(client) -> None:
+    body = _post(client, [RIDE]).get_json()
+    assert isinstance(body, list) and len(body) == 1
+    assert body[0]["duration"] == _post(client, RIDE).get_json()["duration"]
+
+
+def test_a_zone_pair_never_seen_in_training_still_predicts(
+        client, linear_model_file: Path, service_trips: pd.DataFrame) -> None:
+    pipeline, _ = load_model(linear_model_file)
+    seen = set(zip(service_trips["PULocationID"].astype(int),
+                   service_trips["DOLocationID"].astype(int), strict=True))
+    unseen = next((pu, do) for pu in range(1, 266) for do in range(1, 266)
+                  if (pu, do) not in seen)
+    ride = {"PULocationID": unseen[0], "DOLocationID": unseen[1], "trip_distance": 2.5}
+    response = _post(client, ride)
+    assert response.status_code == 200
+    assert response.get_json()["duration"] == _expected(pipeline, [ride])[0]
+
+
+def test_the_largest_allowed_batch_is_accepted(client) -> None:
+    response = _post(client, [RIDE] * 10_000)
+    assert response.status_code == 200
+    assert len(response.get_json()) == 10_000
+
+
+def test_boundary_values_are_valid(client) -> None:
+    rides = [{"PULocationID": 1, "DOLocationID": 265, "trip_distance": 0},
+             {"PULocationID": 265, "DOLocationID": 1, "trip_distance": 200},
+             {"PULocationID": 7, "DOLocationID": 7, "trip_distance": 12}]  # ints are numbers
+    assert _post(client, rides).status_code == 200
+
+
+# --- bad input: always a 4xx JSON error naming the field (and index), never a traceback -------
+
+def _ride(**changes) -> dict:
+    return {**RIDE, **changes}
+
+
+def _without(name: str) -> dict:
+    return {k: v for k, v in RIDE.items() if k != name}
+
+
+BAD = [
+    # id, body, content type, status, error code, field, index
+    ("malformed-json", b'{"PULocationID": 130,', None, 400, "malformed_json", None, None),
+    ("not-json-at-all", b"hello", None, 400, "malformed_json", None, None),
+    ("empty-body", b"", None, 400, "malformed_json", None, None),
+    ("missing-field", _without("trip_distance"), None, 422, "invalid_ride", "trip_distance",
+     None),
+    ("extra-field", _ride(passenger_count=1), None, 422, "invalid_ride", "passenger_count",
+     None),
+    ("string-for-zone", _ride(PULocationID="130"), None, 422, "invalid_ride", "PULocationID",
+     None),
+    ("string-for-distance", _ride(trip_distance="3.66"), None, 422, "invalid_ride",
+     "trip_distance", None),
+    ("bool-for-zone", _ride(DOLocationID=True), None, 422, "invalid_ride", "DOLocationID", None),
+    ("bool-for-distance", _ride(trip_distance=False), None, 422, "invalid_ride",
+     "trip_distance", None),
+    ("null-distance", _ride(trip_distance=None), None, 422, "invalid_ride", "trip_distance",
+     None),
+    ("float-zone", _ride(PULocationID=130.5), None, 422, "invalid_ride", "PULocationID", None),
+    ("nan-literal", b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": NaN}', None,
+     422, "invalid_ride", "trip_distance", None),
+    ("infinity-literal", b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": Infinity}',
+     None, 422, "invalid_ride", "trip_distance", None),
+    ("minus-infinity-in-list",
+     b'[{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1},'
+     b' {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -Infinity}]',
+     None, 422, "invalid_ride", "trip_distance", 1),
+    ("overflowing-number", b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 1e999}',
+     None, 422, "invalid_ride", "trip_distance", None),
+    ("negative-distance", _ride(trip_distance=-0.5), None, 422, "invalid_ride", "trip_distance",
+     None),
+    ("absurd-distance", _ride(trip_distance=244152.0), None, 422, "invalid_ride",
+     "trip_distance", None),
+    ("zone-zero", _ride(PULocationID=0), None, 422, "invalid_ride", "PULocationID", None),
+    ("zone-266", _ride(DOLocationID=266), None, 422, "invalid_ride", "DOLocationID", None),
+    ("huge-zone", _ride(DOLocationID=10**30), None, 422, "invalid_ride", "DOLocationID", None),
+    ("bad-ride-in-list", [RIDE, RIDE, _ride(PULocationID="x")], None, 422, "invalid_ride",
+     "PULocationID", 2),
+    ("missing-field-in-list", [RIDE, _without("DOLocationID")], None, 422, "invalid_ride",
+     "DOLocationID", 1),
+    ("non-object-in-list", [RIDE, 5], None, 422, "invalid_ride", None, 1),
+    ("empty-list", [], None, 422, "invalid_batch", None, None),
+    ("list-over-the-limit", [RIDE] * 10_001, None, 422, "invalid_batch", None, None),
+    ("a-string-body", "taxi", None, 422, "invalid_body", None, None),
+    ("a-number-body", 42, None, 422, "invalid_body", None, None),
+    ("null-body", None, None, 422, "invalid_body", None, None),
+    ("wrong-content-type", RIDE, "text/plain", 415, "unsupported_media_type", None, None),
+    ("form-content-type", RIDE, "application/x-www-form-urlencoded", 415,
+     "unsupported_media_type", None, None),
+    ("body-over-the-size-limit", b"[" + b" " * (3 * 1024 * 1024) + b"]", None, 413,
+     "request_entity_too_large", None, None),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "code", "field", "index"),
+                         [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_input_is_a_4xx_json_error_naming_the_field(
+        client, body, content_type, status, code, field, index) -> None:
+    if not isinstance(body, bytes):
+        body = json.dumps(body)
+    response = _post(client, body, content_type or "application/json")
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = response.get_json()
+    assert error["error"] == code
+    assert error["field"] == field
+    assert error["index"] == index
+    message = error["message"]
+    assert "\n" not in message and "Traceback" not in response.get_data(as_text=True)
+    if field is not None:
+        assert field in message
+    if index is not None:
+        assert f"rides[{index}]" in message
+
+
+def test_a_missing_content_type_is_415(client) -> None:
+    response = client.post("/predict", data=json.dumps(RIDE))
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
+
+
+def test_a_content_type_with_charset_is_fine(client) -> None:
+    response = _post(client, RIDE, "application/json; charset=utf-8")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("get", "/nowhere", 404, "not_found"),
+    ("get", "/predict", 405, "method_not_allowed"),
+    ("post", "/health", 405, "method_not_allowed"),
+])
+def test_unknown_routes_and_methods_are_json(client, method, path, status, code) -> None:
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response.get_json()["error"] == code
+    assert path in response.get_json()["message"]
+    if status == 405:
+        assert "GET" in response.headers["Allow"] or "POST" in response.headers["Allow"]
+
+
+def test_the_ride_limit_and_body_limit_come_from_config(linear_model_file: Path) -> None:
+    app = create_app(ModelFileSource(linear_model_file), {"MAX_RIDES": 3,
+                                                          "MAX_CONTENT_LENGTH": 1000})
+    client = app.test_client()
+    assert _post(client, [RIDE] * 3).status_code == 200
+    assert _post(client, [RIDE] * 4).get_json()["error"] == "invalid_batch"
+    assert _post(client, [RIDE] * 20).status_code == 413
+
+
+class _BrokenModel:
+    version = "broken"
+
+    def predict(self, rides: RideBatch) -> np.ndarray:
+        raise RuntimeError("the model exploded")
+
+
+class _BrokenSource:
+    def load(self) -> _BrokenModel:
+        return _BrokenModel()
+
+
+def test_an_unexpected_error_is_a_json_500_logged_server_side(caplog) -> None:
+    client = create_app(_BrokenSource()).test_client()
+    with caplog.at_level(logging.ERROR):
+        response = _post(client, RIDE)
+    assert response.status_code == 500
+    body = response.get_data(as_text=True)
+    assert response.get_json()["error"] == "internal_error"
+    assert "exploded" not in body and "Traceback" not in body
+    assert any("the model exploded" in (r.exc_text or "") for r in caplog.records)
+
+
+# --- health ------------------------------------------------------------------------------------
+
+def test_health_is_ok_with_the_model_version(client) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "model_version": "v1"}
+
+
+def test_without_a_model_health_and_predict_answer_503(tmp_path: Path) -> None:
+    client = create_app(ModelFileSource(tmp_path / "taxi-duration-v9.pkl")).test_client()
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.get_json()["status"] == "unavailable"
+    assert "taxi-duration-v9.pkl" in health.get_json()["message"]
+    predict = _post(client, RIDE)
+    assert predict.status_code == 503
+    assert predict.get_json()["error"] == "model_unavailable"
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def _samples(client) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True))
+            for s in family.samples}
+
+
+def _value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_move_by_the_right_amounts(client, service_trips: pd.DataFrame) -> None:
+    before = _samples(client)
+    singles = [_post(client, r).get_json()["duration"] for r in _rides(service_trips, 5)]
+    batch = [p["duration"] for p in _post(client, _rides(service_trips, 40)).get_json()]
+    _post(client, _ride(trip_distance=-1))
+    client.get("/health")
+    after = _samples(client)
+
+    def delta(name: str, **labels) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    ok = {"endpoint": "/predict", "method": "POST"}
+    assert delta("taxi_http_requests_total", **ok, status="200") == 6
+    assert delta("taxi_http_requests_total", **ok, status="422") == 1
+    assert delta("taxi_http_requests_total", endpoint="/health", method="GET",
+                 status="200") == 1
+    assert delta("taxi_http_request_duration_seconds_count", endpoint="/predict") == 7
+    assert delta("taxi_predictions_total", model_version="v1") == 45
+    assert delta("taxi_predicted_duration_minutes_count") == 45
+    assert delta("taxi_predicted_duration_minutes_sum") == pytest.approx(sum(singles + batch))
+    all_predictions = np.array(singles + batch)
+    for bound in (5.0, 15.0, 30.0):
+        assert delta("taxi_predicted_duration_minutes_bucket", le=str(bound)) == int(
+            np.sum(all_predictions <= bound))
+    assert _value(after, "taxi_model_info", version="v1") == 1.0
+
+
+# --- the OpenAPI description -------------------------------------------------------------------
+
+def test_the_openapi_description_is_served_and_matches_the_routes(client, service_app) -> None:
+    response = client.get("/openapi.yaml")
+    assert response.status_code == 200
+    spec = yaml.safe_load(response.get_data(as_text=True))
+    assert spec["openapi"].startswith("3.")
+    routes = {r.rule for r in service_app.url_map.iter_rules() if r.endpoint != "static"}
+    assert set(spec["paths"]) == routes
+    ride = spec["components"]["schemas"]["Ride"]
+    assert set(ride["required"]) == set(RIDE)
+    assert ride["properties"]["trip_distance"]["maximum"] == 200

@@ -1,0 +1,182 @@
+"""``mlops-levels level2 serve``: the real command under gunicorn with 2 workers, over real HTTP.
+
+The integration test starts the command as a subprocess in its own process group on a free port,
+sends requests with urllib from several threads until both workers have served some, checks that
+``/metrics`` counts every request of every worker, and stops the group (and checks it is gone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from level2_devops.cli import app as level2_app
+from level2_devops.service.server import newest_model
+
+MLOPS_LEVELS = Path(sys.executable).parent / "mlops-levels"
+RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _request(url: str, body: object | None = None) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"serve exited early:\n{log.read_text()}"
+        try:
+            if _request(f"{base}/health")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"serve not healthy after {seconds} s:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _counter_files(home: Path) -> list[Path]:
+    """The per-worker counter files of prometheus_client's multiprocess mode (workers only)."""
+    return list((home / "run").glob("prometheus-*/counter_*.db"))
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.mark.slow
+def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
+        linear_model_file: Path, tmp_path: Path) -> None:
+    home, port = tmp_path / "home", _free_port()
+    models = home / "models"
+    models.mkdir(parents=True)
+    (models / "taxi-duration-v1.pkl").write_bytes(linear_model_file.read_bytes())
+    (models / "taxi-duration-v1.json").write_bytes(
+        linear_model_file.with_suffix(".json").read_bytes())
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "WORKBOOK_HOME": str(home), "HOME": str(tmp_path)}
+    with open(log, "wb") as out:  # --model omitted: the newest file in $WORKBOOK_HOME/models
+        proc = subprocess.Popen([str(MLOPS_LEVELS), "level2", "serve", "--port", str(port),
+                                 "--workers", "2"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc, log)
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            while len(_counter_files(home)) < 2 and sent < 2000:  # until both workers served
+                results = list(pool.map(lambda _: _request(f"{base}/predict", RIDE), range(40)))
+                assert {status for status, _ in results} == {200}
+                sent += len(results)
+        assert len(_counter_files(home)) == 2, "one worker served every request"
+        status, body = _request(f"{base}/predict", [RIDE] * 25)
+        assert status == 200 and len(json.loads(body)) == 25
+        status, body = _request(f"{base}/predict", {"PULocationID": 0})
+        assert status == 422 and json.loads(body)["error"] == "invalid_ride"
+        assert json.loads(_request(f"{base}/predict", RIDE)[1])["model_version"] == "v1"
+
+        status, body = _request(f"{base}/metrics")
+        text = body.decode()
+        assert status == 200
+        ok = {"endpoint": "/predict", "method": "POST"}
+        assert _metric(text, "taxi_http_requests_total", **ok, status="200") == sent + 2
+        assert _metric(text, "taxi_http_requests_total", **ok, status="422") == 1
+        assert _metric(text, "taxi_predictions_total", model_version="v1") == sent + 26
+        assert _metric(text, "taxi_predicted_duration_minutes_count") == sent + 26
+        assert _metric(text, "taxi_http_request_duration_seconds_count",
+                       endpoint="/predict") == sent + 3
+        assert _metric(text, "taxi_model_info", version="v1") == 1
+        assert _request(f"{base}/openapi.yaml")[0] == 200
+    finally:
+        _stop(proc)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # the whole group (master and workers) is gone
+    assert not list((home / "run").glob("prometheus-*")), "metrics folder left behind"
+    assert not (tmp_path / ".gunicorn").exists(), "gunicorn made a control socket in HOME"
+    assert "Traceback" not in log.read_text()
+
+
+def _serve(args: list[str], home: Path):
+    return CliRunner().invoke(level2_app, ["serve", *args], env={"WORKBOOK_HOME": str(home)})
+
+
+def _one_line_error(result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and text in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_serve_without_any_model_is_a_one_line_error(tmp_path: Path) -> None:
+    _one_line_error(_serve(["--port", str(_free_port())], tmp_path),
+                    "no model file taxi-duration-v*.pkl")
+
+
+def test_serve_with_a_missing_model_file_is_a_one_line_error(tmp_path: Path) -> None:
+    result = _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(_free_port())],
+                    tmp_path)
+    _one_line_error(result, "nope.pkl does not exist")
+
+
+def test_serve_on_a_port_in_use_is_a_one_line_error(
+        linear_model_file: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _serve(["--model", str(linear_model_file), "--port", str(port)], tmp_path)
+    _one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
+    assert not list((tmp_path / "run").glob("prometheus-*"))
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--workers", "0"], "--workers 0: use 1 or more"),
+    (["--port", "70000"], "--port 70000 is not a TCP port"),
+])
+def test_serve_rejects_bad_options_in_one_line(
+        linear_model_file: Path, tmp_path: Path, args, text) -> None:
+    _one_line_error(_serve(["--model", str(linear_model_file), *args], tmp_path), text)
+
+
+def test_the_default_model_is_the_highest_version(tmp_path: Path) -> None:
+    for name in ("taxi-duration-v2.pkl", "taxi-duration-v10.pkl", "taxi-duration-v9.pkl",
+                 "taxi-duration-latest.pkl", "other-v99.pkl"):
+        (tmp_path / name).write_bytes(b"")
+    assert newest_model(tmp_path) == tmp_path / "taxi-duration-v10.pkl"

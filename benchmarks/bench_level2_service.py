@@ -9,6 +9,10 @@ same load generator hits each in turn: wrk, 2 threads, 16 connections, a Lua scr
 through real ride bodies. Single rides: requests/s and p50/p99 latency; batches of 1,000 rides:
 rides/s. Each measurement is repeated, alternating the two services, and medians are reported.
 Our service is started through the real command, ``mlops-levels level2 serve``.
+
+A third server, the "floor", is a bare WSGI app under the same gunicorn that reads the body and
+answers a constant of the right size: no Flask, no model. It shows how much of the machine the
+HTTP and gunicorn work alone takes, i.e. the highest ratio any Python service could reach here.
 """
 
 from __future__ import annotations
@@ -158,6 +162,78 @@ def check_same_answers(ours: str, baseline: str, batch: str) -> float:
     return float(np.max(np.abs(a - b)))
 
 
+def _per_call_us(fn: Any, number: int) -> float:
+    """Median time of one call of ``fn``, in microseconds (5 rounds of ``number`` calls)."""
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        rounds.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(rounds)
+
+
+def profile_request_path(ours_model: Path, baseline_model: Path, single: str, batch: str,
+                         workdir: Path) -> dict[str, dict[str, float]]:
+    """In-process cost, in µs, of each step of one request on both sides (no HTTP, no Flask
+    dispatch except in the "whole request" row, which goes through the test client).
+    Prometheus runs in multiprocess mode (memory-mapped files), as under gunicorn."""
+    from flask import Flask, jsonify
+
+    from level2_devops.service.server import prepare_multiprocess_dir
+    from taxi_common.settings import Settings
+
+    prepare_multiprocess_dir(Settings(workbook_home=workdir / "profile"))
+
+    from level2_devops.app import create_app, predictions_body
+    from level2_devops.service.metrics import ServiceMetrics
+    from level2_devops.service.model_source import ModelFileSource
+    from level2_devops.service.rides import RideParser
+
+    dv, model = pickle.loads(baseline_model.read_bytes())
+    source = ModelFileSource(ours_model)
+    loaded, parser, metrics = source.load(), RideParser(), ServiceMetrics()
+    flask_app = Flask("baseline")
+    app = create_app(source)
+    client = app.test_client()
+    out: dict[str, dict[str, float]] = {}
+    for label, text in (("single", single), ("batch", batch)):
+        data = text.encode()
+        rides, one = parser.parse(data)
+        minutes = loaded.predict(rides)
+        raw = json.loads(data)
+        dicts = [raw] if isinstance(raw, dict) else raw
+        features = [{"PU_DO": f"{r['PULocationID']}_{r['DOLocationID']}",
+                     "trip_distance": r["trip_distance"]} for r in dicts]
+        preds = model.predict(dv.transform(features))
+        n = 2000 if one else 100
+
+        def jsonify_baseline(preds=preds, one=one):
+            with flask_app.app_context():
+                if one:
+                    return jsonify({"duration": float(preds[0]), "model_version": "baseline"})
+                return jsonify([{"duration": float(p), "model_version": "baseline"}
+                                for p in preds])
+
+        out[label] = {
+            "ours_parse_and_validate": _per_call_us(lambda d=data: parser.parse(d), n),
+            "ours_predict": _per_call_us(lambda r=rides: loaded.predict(r), n),
+            "ours_prometheus": _per_call_us(
+                lambda m=minutes: (metrics.observe_predictions("v1", m),
+                                   metrics.observe_request("/predict", "POST", 200, 0.001)), n),
+            "ours_encode": _per_call_us(
+                lambda m=minutes, o=one: predictions_body(m, "v1", o), n),
+            "ours_whole_request_in_process": _per_call_us(
+                lambda t=text: client.post("/predict", data=t,
+                                           content_type="application/json"), n // 4),
+            "baseline_json_parse": _per_call_us(lambda d=data: json.loads(d), n),
+            "baseline_dicts_transform_predict": _per_call_us(
+                lambda f=features: model.predict(dv.transform(f)), n),
+            "baseline_jsonify": _per_call_us(jsonify_baseline, n),
+        }
+    return out
+
+
 def summarise(samples: dict[str, dict[str, list[dict[str, float]]]],
               batch_size: int) -> dict[str, Any]:
     """Medians per service and load, and our/baseline ratios."""
@@ -179,6 +255,16 @@ def summarise(samples: dict[str, dict[str, list[dict[str, float]]]],
         "batch_throughput": ours["batch_rides_per_s"] / base["batch_rides_per_s"],
         "batch_p99_ours_over_baseline": ours["batch_p99_ms"] / base["batch_p99_ms"],
     }
+    if "floor" in med:  # how much of the HTTP + gunicorn ceiling each service reaches
+        floor = med["floor"]
+        ratios["floor_over_baseline_single"] = (floor["single_requests_per_s"]
+                                                / base["single_requests_per_s"])
+        ratios["floor_over_baseline_batch"] = (floor["batch_rides_per_s"]
+                                               / base["batch_rides_per_s"])
+        ratios["ours_share_of_floor_single"] = (ours["single_requests_per_s"]
+                                                / floor["single_requests_per_s"])
+        ratios["ours_share_of_floor_batch"] = (ours["batch_rides_per_s"]
+                                               / floor["batch_rides_per_s"])
     return {"medians": med, "ratios": ratios}
 
 
@@ -190,11 +276,13 @@ def print_table(summary: dict[str, Any]) -> None:
             ("single: p99 ms", "single_p99_ms", "{:.2f}"),
             ("batch of 1,000: rides/s", "batch_rides_per_s", "{:,.0f}"),
             ("batch of 1,000: p99 ms", "batch_p99_ms", "{:.1f}")]
-    print(f"{'':26}{'baseline':>14}{'level 2':>14}")
+    names = [n for n in ("baseline", "level2_service", "floor") if n in med]
+    titles = {"baseline": "baseline", "level2_service": "level 2", "floor": "floor*"}
+    print(f"{'':26}" + "".join(f"{titles[n]:>14}" for n in names))
     for label, key, fmt in rows:
-        print(f"{label:26}{fmt.format(med['baseline'][key]):>14}"
-              f"{fmt.format(med['level2_service'][key]):>14}")
-    print("ratios (level 2 / baseline): " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+        print(f"{label:26}" + "".join(f"{fmt.format(med[n][key]):>14}" for n in names))
+    print("* floor: a bare WSGI app that reads the body and answers a constant of the same size")
+    print("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
 
 
 def main() -> None:
@@ -222,7 +310,7 @@ def main() -> None:
         batches = ride_bodies(trips, 10, args.batch_size, seed=2)
         batch = write_lua(workdir / "batch.lua", batches)
         probe = ride_bodies(trips, 1, 1, seed=3)[0]
-        ports = {"level2_service": free_port(), "baseline": free_port()}
+        ports = {"level2_service": free_port(), "baseline": free_port(), "floor": free_port()}
         urls = {k: f"http://127.0.0.1:{p}/predict" for k, p in ports.items()}
         env = {**os.environ, "WORKBOOK_HOME": str(workdir / "home"),
                "BASELINE_MODEL": str(baseline_model)}
@@ -234,6 +322,9 @@ def main() -> None:
                          "-w", str(args.workers), "-k", "sync",
                          "-b", f"127.0.0.1:{ports['baseline']}",
                          "benchmarks.level2_baseline_app:app"],
+            "floor": [str(BIN / "gunicorn"), "--no-control-socket", "--preload",
+                      "-w", str(args.workers), "-k", "sync", "-b", f"127.0.0.1:{ports['floor']}",
+                      "benchmarks.level2_baseline_app:floor"],
         }
         servers = {}
         try:
@@ -241,6 +332,11 @@ def main() -> None:
                 servers[name] = start(cmd, env, urls[name], probe, workdir / f"{name}.log")
             max_diff = check_same_answers(urls["level2_service"], urls["baseline"], batches[0])
             print(f"both services agree on a batch within {max_diff:.2e} minutes")
+            path_costs = profile_request_path(ours_model, baseline_model, probe, batches[0],
+                                              workdir)
+            for load, costs in path_costs.items():
+                print(f"request path, {load} (µs): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()))
             samples: dict[str, dict[str, list]] = {n: {"single": [], "batch": []}
                                                    for n in commands}
             load_before = os.getloadavg()
@@ -248,7 +344,7 @@ def main() -> None:
                 for name in commands:
                     run_wrk(urls[name], single, 1, 2, 16)
             for repeat in range(args.repeats):
-                order = list(commands) if repeat % 2 == 0 else list(reversed(commands))
+                order = list(commands)[repeat % 3:] + list(commands)[:repeat % 3]  # rotate
                 for load, script in (("single", single), ("batch", batch)):
                     for name in order:
                         result = run_wrk(urls[name], script, args.seconds, 2, 16)
@@ -266,6 +362,7 @@ def main() -> None:
                   for n, v in samples.items()}
         results = {
             **summary, "samples": samples, "non_2xx_responses": errors,
+            "request_path_us": path_costs,
             "max_abs_difference_minutes": max_diff,
             "conditions": {
                 "load_generator": "wrk -t2 -c16, Lua script cycling real ride bodies",

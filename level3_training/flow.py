@@ -4,8 +4,9 @@ Import this module only after :func:`level3_training.runtime.prepare_environment
 its settings, and creates its home folder, when it is imported); :func:`level3_training.pipeline.
 run_training` does that for you.
 
-Tasks that touch I/O have retries (loading a month; registering), but an error the user must fix
-(a :class:`~taxi_common.errors.WorkbookError`: unpublished month, bad schema) is not retried.
+Loading a month has retries, but an error the user must fix (a
+:class:`~taxi_common.errors.WorkbookError`: unpublished month, bad schema) is not retried.
+Registration is all or nothing instead (see :mod:`level3_training.registry`).
 Prepared months are cached as parquet keyed by the hash of their inputs
 (:mod:`level3_training.data`), so Prefect's own input hashing is switched off (``NO_CACHE``).
 """
@@ -77,11 +78,14 @@ def train_candidate_task(name: str, train: pd.DataFrame, val: pd.DataFrame, tria
     return result
 
 
-@task(name="register-best", retries=1, retry_delay_seconds=1,
-      retry_condition_fn=_not_a_user_error, cache_policy=NO_CACHE, persist_result=False)
+@task(name="register-best", cache_policy=NO_CACHE, persist_result=False)
 def register_best(best: CandidateResult, tracking_uri: str, description: str,
                   tags: dict[str, str], alias: str) -> str:
-    """Register the best candidate's model as a new version with ``alias``; its number."""
+    """Register the best candidate's model as a new version with ``alias``; its number.
+
+    No task retries: registration is all or nothing (a failure deletes the version), and the
+    MLflow client already retries transient HTTP errors (MLFLOW_HTTP_REQUEST_MAX_RETRIES).
+    """
     version = register_version(client_for(tracking_uri), best.model_uri, best.run_id,
                                description=description, tags=tags, alias=alias)
     get_run_logger().info("registered %s version %s as @%s", MODEL_NAME, version.version, alias)

@@ -129,3 +129,14 @@ def test_cli_lineage_prints_months_rows_and_fingerprint(
     assert "data.source: synthetic" in out and "code.version: " in out
     assert f"run id: {min(summary['candidates'], key=lambda c: c['val_rmse'])['run_id']}" in out
     assert "metric val_rmse: " in out
+
+
+def test_loading_retries_transient_errors_but_not_user_errors(prefect_api: str) -> None:
+    from prefect.states import Failed
+
+    from level3_training.flow import _not_a_user_error, load_month
+    from taxi_common.errors import DataUnavailableError
+
+    assert load_month.retries == 2
+    assert _not_a_user_error(None, None, Failed(data=ConnectionResetError("peer reset")))
+    assert not _not_a_user_error(None, None, Failed(data=DataUnavailableError("2031-01")))

@@ -14,7 +14,7 @@ from level1_notebooks.cli import app as level1_app
 from level2_devops.cli import app as level2_app
 from level3_training.cli import app as level3_app
 from taxi_common.cli import app as data_app
-from taxi_common.errors import WorkbookError
+from taxi_common.errors import BadInputError, WorkbookError
 
 app = typer.Typer(
     name="mlops-levels",
@@ -27,6 +27,30 @@ app.add_typer(data_app, name="data")
 app.add_typer(level1_app, name="level1")
 app.add_typer(level2_app, name="level2")
 app.add_typer(level3_app, name="level3")
+
+
+@app.command()
+def demo(
+    source: str = typer.Option("synthetic", help="Data source: synthetic (offline) or tlc."),
+    train_month: str = typer.Option("2021-01", help="Training month, YYYY-MM."),
+    val_month: str = typer.Option("2021-02", help="Validation month, YYYY-MM."),
+    rows: int | None = typer.Option(None, help="Cap the trips of each month (faster runs)."),
+    levels: str = typer.Option("1,2,3", help="Which levels to run, comma-separated."),
+) -> None:
+    """Run every built level end to end on the same months, then print them side by side."""
+    from taxi_common.settings import Settings
+    from workbook.demo import LEVELS, DemoOptions, format_results, run_demo
+
+    chosen = tuple(n.strip() for n in levels.split(",") if n.strip())
+    unknown = [n for n in chosen if n not in LEVELS]
+    if unknown or not chosen:
+        raise BadInputError(f"--levels {levels!r}: choose among {', '.join(LEVELS)}")
+    options = DemoOptions(source=source, train_month=train_month, val_month=val_month,
+                          n_rows=rows)
+    settings = Settings.from_env()
+    typer.echo(f"WORKBOOK_HOME={settings.workbook_home}")
+    results = run_demo(options, settings, echo=typer.echo, levels=chosen)
+    typer.echo("\n" + format_results(results, options))
 
 
 def main() -> None:

@@ -106,7 +106,8 @@ def train_candidate(name: str, train: pd.DataFrame, val: pd.DataFrame, *, trials
                    metrics=_metrics(best[0]),
                    tags={"trials": len(results), "best_trial": best[0].trial,
                          "best_trial_run_id": best[0].run_id})
-        uri = log_pipeline_model(candidate_run, best[1], model_input_example(train))
+        uri = log_pipeline_model(candidate_run, best[1], model_input_example(train),
+                                 client.tracking_uri)
     except BaseException:
         client.set_terminated(candidate_run, "FAILED")
         raise

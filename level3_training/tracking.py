@@ -8,8 +8,11 @@ inside a command.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +47,32 @@ def artifact_root(settings: Settings) -> str:
     return (settings.workbook_home / "mlartifacts").as_uri()
 
 
-def configure_tracking(settings: Settings, experiment: str = EXPERIMENT) -> str:
-    """Point MLflow at ``settings.tracking_uri`` and return the experiment's ID (created if new).
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` inside the block, restored afterwards.
 
+    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI to the environment; left there,
+    a later ``Settings.from_env()`` in the same process (a notebook, a test) would silently read
+    it as team mode. The previous value, or its absence, is restored.
+    """
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None unsets it
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def configure_tracking(settings: Settings, experiment: str = EXPERIMENT) -> str:
+    """The ID of ``experiment`` in ``settings.tracking_uri`` (created if new).
+
+    MLflow's global state is left alone: clients get explicit URIs.
     In the embedded mode the experiment is created with an explicit artifact location under
     WORKBOOK_HOME; a tracking server chooses its own (``--artifacts-destination``).
     """
@@ -55,8 +81,6 @@ def configure_tracking(settings: Settings, experiment: str = EXPERIMENT) -> str:
     uri = settings.tracking_uri
     if is_local_store(uri):
         settings.workbook_home.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
@@ -134,7 +158,8 @@ def model_input_example(df: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     return example.reset_index(drop=True)
 
 
-def log_pipeline_model(run_id: str, pipeline: Pipeline, example: pd.DataFrame) -> str:
+def log_pipeline_model(run_id: str, pipeline: Pipeline, example: pd.DataFrame,
+                       tracking_uri: str) -> str:
     """Log ``pipeline`` as ``model`` of run ``run_id``, with signature and example; its URI."""
     import mlflow
     from mlflow.models import infer_signature
@@ -142,7 +167,7 @@ def log_pipeline_model(run_id: str, pipeline: Pipeline, example: pd.DataFrame) -
     with warnings.catch_warnings():  # zone IDs are integers on purpose: they are never missing
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, pipeline.predict(example))
-        with mlflow.start_run(run_id=run_id, nested=True):
+        with tracking_uri_scope(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.sklearn.log_model(
                 pipeline, name="model", signature=signature, input_example=example,
                 pip_requirements=pip_requirements(), skops_trusted_types=SKOPS_TRUSTED_TYPES,

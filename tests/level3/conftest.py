@@ -82,10 +82,12 @@ def trained(prefect_api: str, tmp_path_factory: pytest.TempPathFactory
 def _run_cli(*args: str, settings: Settings, extra_env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``mlops-levels ARGS`` in a subprocess, WORKBOOK_HOME and TLC_BASE_URL from ``settings``."""
-    env = {**os.environ, "WORKBOOK_HOME": str(settings.workbook_home),
-           "TLC_BASE_URL": settings.tlc_base_url, **(extra_env or {})}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"WORKBOOK_HOME": str(settings.workbook_home),
+                "TLC_BASE_URL": settings.tlc_base_url})
     if settings.mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    env.update(extra_env or {})
     return subprocess.run([str(MLOPS_LEVELS), *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
 

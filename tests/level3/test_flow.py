@@ -3,6 +3,7 @@ Prefect server: runs, nested runs, lineage tags, the registered challenger, prom
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from level2_devops.training import data_fingerprint, evaluate, load_prepared_month
 from level3_training.registry import MODEL_NAME, alias_version, client_for
+from level3_training.tracking import tracking_uri_scope
 from taxi_common.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -18,8 +20,8 @@ pytestmark = pytest.mark.slow
 def _runs(settings: Settings) -> Any:
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    return mlflow.search_runs(experiment_names=["taxi-duration"], output_format="pandas")
+    with tracking_uri_scope(settings.tracking_uri):
+        return mlflow.search_runs(experiment_names=["taxi-duration"], output_format="pandas")
 
 
 def test_flow_logs_a_parent_run_a_nested_run_per_candidate_and_per_trial(
@@ -74,20 +76,23 @@ def test_best_candidate_is_registered_as_challenger(
     assert "2021-01" in version.description and "2021-02" in version.description
     assert f"{best['val_rmse']:.4f}" in version.description
 
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@challenger")
+    with tracking_uri_scope(settings.tracking_uri):
+        model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@challenger")
+        info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@challenger")
     val = load_prepared_month("2021-02", settings=settings, n_rows=3000)
     assert evaluate(model, val)["rmse"] == pytest.approx(best["val_rmse"])
-    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@challenger")
     assert info.signature.inputs.input_names() == ["PULocationID", "DOLocationID",
                                                   "trip_distance"]
 
 
 def test_rerun_with_other_models_reads_prepared_data_from_the_cache(
         trained: tuple[Settings, dict[str, Any]],
-        train_small: Callable[..., dict[str, Any]]) -> None:
+        train_small: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     settings, first = trained
     assert not any(first["data"]["cache_hits"].values())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     second = train_small(settings, models=("lasso",), trials=1, register=False)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow's global URI did not leak out
     assert all(second["data"]["cache_hits"].values())
     assert second["data"]["train_fingerprint"] == first["data"]["train_fingerprint"]
     assert second["version"] is None

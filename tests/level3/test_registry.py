@@ -35,7 +35,7 @@ def logged_model(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[A
                       "trip_distance": np.linspace(0.5, 9, 40)})
     pipeline = build_model("linear").fit(x, 3 * x["trip_distance"].to_numpy() + 2)
     run_id = start_run(client, experiment_id, "tiny", tags={"data.train_months": "2021-01"})
-    uri = log_pipeline_model(run_id, pipeline, x.head(3))
+    uri = log_pipeline_model(run_id, pipeline, x.head(3), settings.tracking_uri)
     return client, uri, run_id
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from level3_training.prefect_server import free_port, is_healthy, stop_process_group
 from level3_training.registry import MODEL_NAME, alias_version, client_for
+from level3_training.tracking import tracking_uri_scope
 from taxi_common.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -101,8 +102,8 @@ def test_flow_against_mlflow_server_on_postgres_and_prefect_server(
     version = client.get_model_version(MODEL_NAME, "1")
     assert "2021-01" in version.description
 
-    mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@challenger")
+    with tracking_uri_scope(mlflow_server):
+        model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@challenger")
     assert model.predict(summary_example()).shape == (2,)
     assert any((tmp_path / "server-artifacts").rglob("MLmodel")), "artifacts not on the server"
     assert not (settings.workbook_home / "mlflow.db").exists()

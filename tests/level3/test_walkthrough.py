@@ -22,9 +22,11 @@ def test_notebook_is_committed_clean() -> None:
             assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
-def test_notebook_runs_the_flow_and_promotes(tmp_path: Path, prefect_api: str) -> None:
+def test_notebook_runs_the_flow_and_promotes(tmp_path: Path, prefect_api: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the kernel inherits os.environ
     out = tmp_path / "walkthrough.out.ipynb"
     home = tmp_path / "workbook"
     papermill.execute_notebook(

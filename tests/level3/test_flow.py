@@ -145,3 +145,16 @@ def test_loading_retries_transient_errors_but_not_user_errors(prefect_api: str) 
     assert load_month.retries == 2
     assert _not_a_user_error(None, None, Failed(data=ConnectionResetError("peer reset")))
     assert not _not_a_user_error(None, None, Failed(data=DataUnavailableError("2031-01")))
+
+
+def test_several_training_months_are_combined(settings: Settings,
+                                              train_small: Callable[..., dict[str, Any]]) -> None:
+    summary = train_small(settings, train_months=("2021-01", "2021-02"), val_month="2021-03",
+                          n_rows=1500, models=("linear",), trials=1, register=False)
+    months = [load_prepared_month(m, settings=settings, n_rows=1500)
+              for m in ("2021-01", "2021-02")]
+    assert summary["data"]["train_rows"] == sum(len(m) for m in months)
+    assert summary["data"]["train_months"] == ["2021-01", "2021-02"]
+    parent = _runs(settings).set_index("run_id").loc[summary["parent_run_id"]]
+    assert parent["tags.data.train_months"] == "2021-01,2021-02"
+    assert parent["tags.data.val_month"] == "2021-03"

@@ -18,6 +18,7 @@ HTTP and gunicorn work alone takes, i.e. the highest ratio any Python service co
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import pickle
@@ -173,10 +174,20 @@ def _per_call_us(fn: Any, number: int) -> float:
     return statistics.median(rounds)
 
 
+def _call_wsgi(app: Any, body: bytes) -> bytes:
+    """One POST /predict straight through the app's WSGI callable (no HTTP, no test client)."""
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+               "HTTP_HOST": "127.0.0.1", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+               "wsgi.errors": sys.stderr}
+    return b"".join(app.wsgi_app(environ, lambda status, headers, exc_info=None: None))
+
+
 def profile_request_path(ours_model: Path, baseline_model: Path, single: str, batch: str,
                          workdir: Path) -> dict[str, dict[str, float]]:
     """In-process cost, in µs, of each step of one request on both sides (no HTTP, no Flask
-    dispatch except in the "whole request" row, which goes through the test client).
+    dispatch except in the "whole request" row: Flask's WSGI app called with a ready environ).
     Prometheus runs in multiprocess mode (memory-mapped files), as under gunicorn."""
     from flask import Flask, jsonify
 
@@ -195,7 +206,6 @@ def profile_request_path(ours_model: Path, baseline_model: Path, single: str, ba
     loaded, parser, metrics = source.load(), RideParser(), ServiceMetrics()
     flask_app = Flask("baseline")
     app = create_app(source)
-    client = app.test_client()
     out: dict[str, dict[str, float]] = {}
     for label, text in (("single", single), ("batch", batch)):
         data = text.encode()
@@ -223,9 +233,7 @@ def profile_request_path(ours_model: Path, baseline_model: Path, single: str, ba
                                    metrics.observe_request("/predict", "POST", 200, 0.001)), n),
             "ours_encode": _per_call_us(
                 lambda m=minutes, o=one: predictions_body(m, "v1", o), n),
-            "ours_whole_request_in_process": _per_call_us(
-                lambda t=text: client.post("/predict", data=t,
-                                           content_type="application/json"), n // 4),
+            "ours_whole_request_wsgi": _per_call_us(lambda d=data: _call_wsgi(app, d), n),
             "baseline_json_parse": _per_call_us(lambda d=data: json.loads(d), n),
             "baseline_dicts_transform_predict": _per_call_us(
                 lambda f=features: model.predict(dv.transform(f)), n),

@@ -84,7 +84,8 @@ class TripFeaturizer(TransformerMixin, BaseEstimator):
         order = np.argsort(np.array(names, dtype=object), kind="stable")
         column_of_name = np.empty(len(names), dtype=np.int64)
         column_of_name[order] = np.arange(len(names))
-        self.feature_names_ = [names[i] for i in order]
+        # A numpy array, not a list: MLflow's skops format stores it in one piece (fast, small).
+        self.feature_names_ = np.array([names[i] for i in order], dtype=str)
         self.distance_column_ = int(column_of_name[0])
         self.field_keys_: list[np.ndarray] = []
         self.field_columns_: list[np.ndarray] = []

@@ -77,7 +77,7 @@ def test_unseen_pair_has_only_the_distance_column() -> None:
     row = featurizer.transform(pd.DataFrame(
         {"PULocationID": [1], "DOLocationID": [4], "trip_distance": [5.5]}))
     assert row.nnz == 1
-    assert row[0, featurizer.feature_names_.index("trip_distance")] == 5.5
+    assert row[0, list(featurizer.get_feature_names_out()).index("trip_distance")] == 5.5
 
 
 def test_empty_frame_and_unfitted_errors() -> None:

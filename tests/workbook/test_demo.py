@@ -1,0 +1,67 @@
+"""`mlops-levels demo`: the levels run end to end on the same data and agree where they should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from taxi_common.settings import Settings
+from workbook.cli import app
+from workbook.demo import DemoOptions, format_results, metric_value, run_demo
+
+
+@pytest.mark.slow
+def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("WORKBOOK_HOME", str(settings.workbook_home))
+    options = DemoOptions(n_rows=3000, level3_models=("linear", "hist_gb"), trials=1)
+    lines: list[str] = []
+    level1, level2, level3 = run_demo(options, settings, echo=lines.append)
+
+    # Level 2 is level 1's recipe refactored: the same data gives the same validation RMSE.
+    assert level2.val_rmse == pytest.approx(level1.val_rmse, abs=1e-9)
+    # Level 3 searched more models and kept the best: never worse than the linear baseline.
+    assert level3.val_rmse <= level2.val_rmse + 1e-9
+    assert level3.artifact == "models:/taxi-duration/1 @champion"
+    assert (settings.workbook_home / "mlflow.db").is_file()
+    assert any("gunicorn answered" in line for line in lines)
+    assert 'taxi_predictions_total{model_version="v1"} 1.0' in level2.notes[0]
+
+    table = format_results([level1, level2, level3], options)
+    assert table.count("\n") >= 4 and "champion" in table
+
+
+def test_demo_rejects_unknown_levels() -> None:
+    result = CliRunner().invoke(app, ["demo", "--levels", "9"])
+    assert result.exit_code != 0
+    assert "choose among 1, 2, 3" in str(result.exception) + result.output
+
+
+def test_demo_error_is_one_line_from_the_console_script(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "workbook", "demo", "--levels", "7"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --levels '7': choose among 1, 2, 3"]
+    assert not (tmp_path / ".workbook").exists(), "a refused command must not create state"
+
+
+def test_metric_value_picks_the_sample_line() -> None:
+    text = "# HELP taxi_predictions_total x\ntaxi_predictions_total{v=\"1\"} 3.0\n"
+    assert metric_value(text, "taxi_predictions_total") == 'taxi_predictions_total{v="1"} 3.0'
+    assert metric_value(text, "nothing") == "(no such metric)"
+
+
+def test_help_lists_every_level_and_is_fast_to_import() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, workbook.cli; heavy = {'sklearn', 'mlflow', 'prefect', 'evidently', "
+         "'flask', 'papermill'} & set(sys.modules); print(sorted(heavy))"],
+        capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", "the CLI must import heavy libraries lazily"
+    help_text = CliRunner().invoke(app, ["--help"]).output
+    for command in ("data", "level1", "level2", "level3", "demo"):
+        assert command in help_text

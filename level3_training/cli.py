@@ -64,8 +64,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def train(
-    train_months: list[str] = typer.Option(..., "--train-months", help="Training months, YYYY-MM "
-                                           "(repeat the option or give several after it)."),
+    train_months: list[str] = typer.Option(..., "--train-months", help="Training months, YYYY-MM: "
+                                           "2021-01 2021-02, 2021-01,2021-02 or repeated."),
+    more_months: list[str] | None = typer.Argument(
+        None, hidden=True, help="Further training months given after --train-months."),
     val_month: str = typer.Option(..., "--val-month", help="Validation month, YYYY-MM."),
     source: str = typer.Option("synthetic", help="synthetic | tlc"),
     color: str = typer.Option("green", help="Taxi color (synthetic data is green)."),
@@ -81,9 +83,10 @@ def train(
     from level3_training.pipeline import TrainConfig, parse_models, run_training
     from level3_training.runtime import check_services, prepare_environment
 
-    config = TrainConfig(tuple(_split_months(train_months)), val_month, source=source,
-                         color=color, models=parse_models(models), trials=trials, seed=seed,
-                         n_rows=rows, scenario=scenario, register=register).check()
+    months = tuple(_split_months([*train_months, *(more_months or [])]))
+    config = TrainConfig(months, val_month, source=source, color=color,
+                         models=parse_models(models), trials=trials, seed=seed, n_rows=rows,
+                         scenario=scenario, register=register).check()
     settings = _settings()
     prepare_environment(settings)
     check_services(settings)  # before a temporary Prefect server costs 15 s

@@ -98,3 +98,11 @@ def test_unreachable_tracking_server(settings: Settings, prefect_api: str,
 def test_promote_unknown_version(settings: Settings, run_cli: Callable[..., Any]) -> None:
     done = run_cli("level3", "promote", "42", settings=settings)
     assert_one_line_error(done, "taxi-duration has no version 42")
+
+
+def test_train_months_may_be_listed_with_spaces(run_cli, settings: Settings) -> None:
+    """`--train-months 2021-01 2021-02` (the documented form) reads both months: proven by the
+    check that refuses a validation month that is also a training month."""
+    done = run_cli("level3", "train", "--train-months", "2021-01", "2021-02", "--val-month",
+                   "2021-02", "--models", "linear", settings=settings)
+    assert_one_line_error(done, "validation month 2021-02 is also a training month")

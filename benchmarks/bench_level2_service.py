@@ -25,8 +25,6 @@ import pickle
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,18 +39,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_results
+from taxi_common.local_servers import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WRK = shutil.which("wrk")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fit_models(train: pd.DataFrame, workdir: Path) -> tuple[Path, Path]:
@@ -120,20 +112,8 @@ def start(cmd: list[str], env: dict[str, str], url: str, probe: str,
             return proc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.3)
-    stop(proc)
+    stop_process_group(proc.pid)
     raise SystemExit(f"{' '.join(cmd)} did not answer within 60 s:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL if it lingers."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _ms(text: str) -> float:
@@ -189,12 +169,18 @@ def profile_request_path(ours_model: Path, baseline_model: Path, single: str, ba
     """In-process cost, in µs, of each step of one request on both sides (no HTTP, no Flask
     dispatch except in the "whole request" row: Flask's WSGI app called with a ready environ).
     Prometheus runs in multiprocess mode (memory-mapped files), as under gunicorn."""
-    from flask import Flask, jsonify
 
-    from level2_devops.service.server import prepare_multiprocess_dir
+    from level2_devops.service.server import multiprocess_dir
     from taxi_common.settings import Settings
 
-    prepare_multiprocess_dir(Settings(workbook_home=workdir / "profile"))
+    with multiprocess_dir(Settings(workbook_home=workdir / "profile")):
+        return _profile_in_process(ours_model, baseline_model, single, batch)
+
+
+def _profile_in_process(ours_model: Path, baseline_model: Path, single: str,
+                        batch: str) -> dict[str, dict[str, float]]:
+    """The body of :func:`profile_request_path`, with Prometheus in multiprocess mode."""
+    from flask import Flask, jsonify
 
     from level2_devops.app import create_app, predictions_body
     from level2_devops.service.metrics import ServiceMetrics
@@ -363,7 +349,7 @@ def main() -> None:
             load_after = os.getloadavg()
         finally:
             for proc in servers.values():
-                stop(proc)
+                stop_process_group(proc.pid)
         summary = summarise(samples, args.batch_size)
         print_table(summary)
         errors = {n: sum(s["non_2xx"] for loads in v.values() for s in loads)

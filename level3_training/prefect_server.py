@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_common.errors import WorkbookError
+from taxi_common.local_servers import (  # noqa: F401 - free_port is part of this API
+    ServerStartError,
+    free_port,
+    http_ok,
+    stop_process_group,
+    wait_until_healthy,
+)
 
 STARTUP_TIMEOUT = 120.0
 RECORD_NAME = "server.json"
@@ -32,20 +34,9 @@ class PrefectServerError(WorkbookError):
     """A Prefect server that would not start."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
     """True when ``<api_url>/health`` answers 200."""
-    try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:  # noqa: S310
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"{api_url.rstrip('/')}/health", timeout)
 
 
 def server_environment(prefect_home: Path) -> dict[str, str]:
@@ -79,30 +70,6 @@ class PrefectServer:
             pass
 
 
-def stop_process_group(pid: int, timeout: float = 20.0) -> None:
-    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        try:  # reap our own child, if it is one
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def start_server(prefect_home: Path, port: int | None = None,
                  timeout: float = STARTUP_TIMEOUT) -> PrefectServer:
     """Start ``prefect server start`` on 127.0.0.1 and wait until ``/api/health`` answers."""
@@ -116,18 +83,12 @@ def start_server(prefect_home: Path, port: int | None = None,
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env=server_environment(prefect_home), start_new_session=True)
     server = PrefectServer(process, port, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-300:].replace("\n", " ")
-            raise PrefectServerError(f"prefect server exited with code {process.returncode}: "
-                                     f"{tail} (log: {log_path})")
-        if is_healthy(server.api_url):
-            return server
-        time.sleep(0.25)
-    server.stop()
-    raise PrefectServerError(f"prefect server on port {port} was not healthy after {timeout:.0f} s "
-                             f"(log: {log_path})")
+    try:
+        wait_until_healthy(process, lambda: is_healthy(server.api_url), what="prefect server",
+                           timeout=timeout, log_path=log_path)
+    except ServerStartError as exc:
+        raise PrefectServerError(str(exc)) from None
+    return server
 
 
 @contextmanager

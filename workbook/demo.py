@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxi_common.errors import WorkbookError
+from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
 
 Echo = Callable[[str], None]
@@ -128,34 +128,23 @@ def _prefect_api(settings: Settings, echo: Echo) -> Iterator[None]:
 @contextmanager
 def level2_service(model_path: Path, settings: Settings, timeout: float = 60.0) -> Iterator[str]:
     """``mlops-levels level2 serve`` on a free loopback port; its base URL; stopped afterwards."""
-    from level3_training.prefect_server import free_port, stop_process_group
-
     port = free_port()
     command = [sys.executable, "-m", "workbook", "level2", "serve", "--model", str(model_path),
                "--port", str(port), "--workers", "1"]
     env = {**os.environ, "WORKBOOK_HOME": str(settings.workbook_home)}
-    process = subprocess.Popen(command, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"demo-level2-service-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log,
+                                   stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise WorkbookError(f"the level-2 service exited: "
-                                    f"{process.stderr.read().decode(errors='replace')[-300:]}")
-            try:
-                fetch(f"{base_url}/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise WorkbookError(f"the level-2 service on port {port} did not become "
-                                        f"healthy within {timeout:.0f} s") from None
-                time.sleep(0.2)
+        wait_until_healthy(process, lambda: http_ok(f"{base_url}/health"),
+                           what="the level-2 service", timeout=timeout, log_path=log_path)
         yield base_url
     finally:
         stop_process_group(process.pid, timeout=10)
         process.wait(timeout=5)
-        process.stderr.close()
 
 
 def fetch(url: str) -> str:

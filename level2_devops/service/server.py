@@ -16,6 +16,8 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,18 +67,33 @@ def check_port_free(host: str, port: int) -> None:
                                 "pass another --host or --port") from None
 
 
-def prepare_multiprocess_dir(settings: Settings) -> Path:
-    """A fresh, empty folder for Prometheus' per-worker files, exported as
-    ``PROMETHEUS_MULTIPROC_DIR`` before any metric is made."""
-    parent = settings.workbook_home / "run"
-    parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix="prometheus-", dir=parent))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+def _use_multiprocess_dir(directory: str | None) -> None:
+    """Point prometheus_client at ``directory`` (None: single-process mode), even if imported."""
+    if directory is None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     if "prometheus_client.values" in sys.modules:  # imported earlier: switch its value class now
         from prometheus_client import values
 
         values.ValueClass = values.get_value_class()
-    return directory
+
+
+@contextmanager
+def multiprocess_dir(settings: Settings) -> Iterator[Path]:
+    """A fresh, empty folder for Prometheus' per-worker files, exported as
+    ``PROMETHEUS_MULTIPROC_DIR`` before any metric is made; removed, and the variable restored,
+    when the block ends (the process goes on: tests and the demo serve in-process too)."""
+    parent = settings.workbook_home / "run"
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="prometheus-", dir=parent))
+    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    _use_multiprocess_dir(str(directory))
+    try:
+        yield directory
+    finally:
+        _use_multiprocess_dir(previous)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -128,17 +145,14 @@ def serve(options: ServeOptions, settings: Settings) -> None:
     if options.workers < 1:
         raise BadInputError(f"--workers {options.workers}: use 1 or more")
     check_port_free(options.host, options.port)
-    metrics_dir = prepare_multiprocess_dir(settings)
-    try:
-        from level2_devops.app import create_app
-        from level2_devops.service.model_source import ModelFileSource
+    from level2_devops.service.model_source import ModelFileSource
 
-        source = ModelFileSource(options.model)
-        model = source.load()  # fail here, in one line, rather than in a worker
+    source = ModelFileSource(options.model)
+    model = source.load()  # fail here, in one line, before anything is set up
+    with multiprocess_dir(settings) as metrics_dir:
+        from level2_devops.app import create_app
+
         app = create_app(source)
-    except BaseException:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        raise
-    print(f"serving model {model.version} ({options.model}) on "
-          f"http://{options.host}:{options.port} with {options.workers} workers", flush=True)
-    run_gunicorn(app, gunicorn_settings(options, metrics_dir))
+        print(f"serving model {model.version} ({options.model}) on "
+              f"http://{options.host}:{options.port} with {options.workers} workers", flush=True)
+        run_gunicorn(app, gunicorn_settings(options, metrics_dir))

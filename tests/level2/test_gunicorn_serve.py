@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,15 +24,10 @@ from typer.testing import CliRunner
 
 from level2_devops.cli import app as level2_app
 from level2_devops.service.server import newest_model
+from taxi_common.local_servers import free_port, stop_process_group
 
 MLOPS_LEVELS = Path(sys.executable).parent / "mlops-levels"
 RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _request(url: str, body: object | None = None) -> tuple[int, bytes]:
@@ -59,17 +53,6 @@ def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, seconds: float =
     raise AssertionError(f"serve not healthy after {seconds} s:\n{log.read_text()}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _counter_files(home: Path) -> list[Path]:
     """The per-worker counter files of prometheus_client's multiprocess mode (workers only)."""
     return list((home / "run").glob("prometheus-*/counter_*.db"))
@@ -84,7 +67,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 @pytest.mark.slow
 def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
         linear_model_file: Path, tmp_path: Path) -> None:
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     models = home / "models"
     models.mkdir(parents=True)
     (models / "taxi-duration-v1.pkl").write_bytes(linear_model_file.read_bytes())
@@ -125,7 +108,7 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
         assert _metric(text, "taxi_model_info", version="v1") == 1
         assert _request(f"{base}/openapi.yaml")[0] == 200
     finally:
-        _stop(proc)
+        stop_process_group(proc.pid, timeout=30)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # the whole group (master and workers) is gone
     assert not list((home / "run").glob("prometheus-*")), "metrics folder left behind"
@@ -145,12 +128,12 @@ def _one_line_error(result, text: str) -> None:
 
 
 def test_serve_without_any_model_is_a_one_line_error(tmp_path: Path) -> None:
-    _one_line_error(_serve(["--port", str(_free_port())], tmp_path),
+    _one_line_error(_serve(["--port", str(free_port())], tmp_path),
                     "no model file taxi-duration-v*.pkl")
 
 
 def test_serve_with_a_missing_model_file_is_a_one_line_error(tmp_path: Path) -> None:
-    result = _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(_free_port())],
+    result = _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(free_port())],
                     tmp_path)
     _one_line_error(result, "nope.pkl does not exist")
 
@@ -180,3 +163,23 @@ def test_the_default_model_is_the_highest_version(tmp_path: Path) -> None:
                  "taxi-duration-latest.pkl", "other-v99.pkl"):
         (tmp_path / name).write_bytes(b"")
     assert newest_model(tmp_path) == tmp_path / "taxi-duration-v10.pkl"
+
+
+def test_a_refused_serve_leaves_the_environment_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """Serving in-process (tests, the demo) must not leak PROMETHEUS_MULTIPROC_DIR: a server
+    started later (Prefect uses prometheus_client too) would crash on the deleted folder."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(free_port())], tmp_path)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_multiprocess_dir_is_restored_and_removed(tmp_path: Path, monkeypatch) -> None:
+    from level2_devops.service.server import multiprocess_dir
+    from taxi_common.settings import Settings
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/previous")
+    with multiprocess_dir(Settings(workbook_home=tmp_path)) as directory:
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+        assert directory.is_dir()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/previous"
+    assert not directory.exists()

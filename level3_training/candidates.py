@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from level2_devops.models import model_spec
-from level2_devops.training import evaluate, fit_model
+from level2_devops.training import effective_params, evaluate, fit_model
 from level3_training.search import sample_trials
 from level3_training.tracking import log_pipeline_model, log_values, model_input_example, start_run
 
@@ -54,11 +53,6 @@ class CandidateResult:
                 "train_rmse": self.best.train["rmse"], "train_mae": self.best.train["mae"],
                 "val_rmse": self.best.val["rmse"], "val_mae": self.best.val["mae"],
                 "trials": [asdict(t) for t in self.trials]}
-
-
-def effective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The catalogue defaults of ``name`` overridden by ``params``."""
-    return {**model_spec(name).defaults, **params}
 
 
 def run_trial(name: str, trial: int, params: dict[str, Any], train: pd.DataFrame,

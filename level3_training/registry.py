@@ -7,7 +7,7 @@ tags, alias), the version is deleted again and :class:`RegistrationError` says w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taxi_common.errors import BadInputError, WorkbookError
@@ -40,7 +40,6 @@ class Lineage:
     metrics: dict[str, float]
     description: str = ""
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """The lineage as ``key: value`` lines for a terminal."""

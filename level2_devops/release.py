@@ -240,8 +240,13 @@ def verify_bundle(bundle: Path) -> dict[str, Any]:
         raise ReleaseError(f"bundle {bundle} cannot be read ({exc}); rebuild it") from exc
     if MANIFEST_NAME not in contents:
         raise ReleaseError(f"bundle {bundle} has no {MANIFEST_NAME}; rebuild it")
-    manifest = json.loads(contents.pop(MANIFEST_NAME))
-    if set(contents) != set(manifest["files"]):
+    try:
+        manifest = json.loads(contents.pop(MANIFEST_NAME))
+        listed = set(manifest["files"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ReleaseError(f"bundle {bundle}: {MANIFEST_NAME} is not a manifest of files "
+                           f"({type(exc).__name__}: {exc}); rebuild it") from exc
+    if set(contents) != listed:
         raise ReleaseError(f"bundle {bundle} holds {sorted(contents)} but its manifest lists "
                            f"{sorted(manifest['files'])}; rebuild it")
     for name, data in contents.items():
@@ -299,14 +304,16 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def release(
-    skip_lint: bool = typer.Option(False, help="Skip `ruff check`."),
-    skip_tests: bool = typer.Option(False, help="Skip the test suite (faster, riskier)."),
+    skip_lint: bool = typer.Option(False, "--skip-lint", help="Skip `ruff check`."),
+    skip_tests: bool = typer.Option(
+        False, "--skip-tests", help="Skip the test suite (faster, riskier)."),
     pytest_args: str = typer.Option(
         "", help='Arguments for pytest, for example "-m \'not slow\'" or "tests/level2".'),
-    dist_dir: Path | None = typer.Option(None, help="Output folder (default: ./dist)."),
+    dist_dir: Path | None = typer.Option(None, help="Output folder (default: <root>/dist)."),
     model: Path | None = typer.Option(
         None, help="Model file to bundle (default: the latest in $WORKBOOK_HOME/models)."),
-    no_bundle: bool = typer.Option(False, help="Build the package only, no model bundle."),
+    make_bundle: bool = typer.Option(
+        True, "--bundle/--no-bundle", help="Bundle the model (--no-bundle: the package only)."),
     root: Path = typer.Option(PROJECT_ROOT, help="Project root (holds pyproject.toml)."),
 ) -> None:
     """Lint, test, build the wheel and sdist, check the wheel, bundle the model: stop at the
@@ -315,7 +322,7 @@ def release(
 
     options = ReleaseOptions(root=root.resolve(), dist_dir=dist_dir, skip_lint=skip_lint,
                              skip_tests=skip_tests, pytest_args=tuple(shlex.split(pytest_args)),
-                             bundle=not no_bundle, model=model)
+                             bundle=make_bundle, model=model)
     try:
         built = run_release(options, echo=typer.echo)
     except WorkbookError as exc:

@@ -130,6 +130,30 @@ def test_verify_bundle_refuses_a_file_that_is_no_bundle(tmp_path) -> None:
         verify_bundle(path)
 
 
+@pytest.mark.parametrize("manifest", [b"{not json", b'{"model": "taxi-duration"}', b"[1, 2]"])
+def test_verify_bundle_refuses_a_bad_manifest_in_one_line(tmp_path, manifest) -> None:
+    path = tmp_path / "bad.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo(MANIFEST_NAME)
+        info.size = len(manifest)
+        archive.addfile(info, io.BytesIO(manifest))
+    with pytest.raises(ReleaseError, match=f"{MANIFEST_NAME} is not a manifest.*rebuild") as info:
+        verify_bundle(path)
+    assert "\n" not in str(info.value)
+
+
+def test_the_release_help_names_each_flag_once() -> None:
+    from typer.testing import CliRunner
+
+    from level2_devops.release import app
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for flag in ("--skip-lint", "--skip-tests", "--no-bundle", "--pytest-args", "--model"):
+        assert flag in result.output
+    assert "--no-no-bundle" not in result.output and "--no-skip-tests" not in result.output
+
+
 # --- the wheel ------------------------------------------------------------------------------------
 
 def test_the_expected_wheel_files_come_from_pyproject() -> None:

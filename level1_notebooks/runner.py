@@ -67,7 +67,8 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 
 def _first_line(text: str, limit: int = 300) -> str:
     """The first line of ``text``, shortened to ``limit`` characters."""
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    lines = (text or "").strip().splitlines()
+    line = lines[0] if lines else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -13,8 +16,20 @@ from workbook.cli import app
 from workbook.demo import DemoOptions, format_results, metric_value, run_demo
 
 
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """Put os.environ back afterwards: level 3 sets its defaults (PREFECT_HOME, MLFLOW_*) in it."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.mark.slow
-def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch) -> None:
+def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch,
+                                                restored_environ: None) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("WORKBOOK_HOME", str(settings.workbook_home))
     options = DemoOptions(n_rows=3000, level3_models=("linear", "hist_gb"), trials=1)
@@ -30,8 +45,9 @@ def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch)
     assert any("gunicorn answered" in line for line in lines)
     assert 'taxi_predictions_total{model_version="v1"} 1.0' in level2.notes[0]
 
-    table = format_results([level1, level2, level3], options)
-    assert table.count("\n") >= 4 and "champion" in table
+    table = format_results([level1, level2, level3], options).splitlines()
+    assert [line.split()[0] for line in table[2:5]] == ["1", "2", "3"]
+    assert "models:/taxi-duration/1 @champion" in table[4]
 
 
 def test_demo_rejects_unknown_levels() -> None:
@@ -41,8 +57,9 @@ def test_demo_rejects_unknown_levels() -> None:
 
 
 def test_demo_error_is_one_line_from_the_console_script(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WORKBOOK_HOME"}  # default: ./.workbook
     result = subprocess.run([sys.executable, "-m", "workbook", "demo", "--levels", "7"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --levels '7': choose among 1, 2, 3"]
@@ -63,5 +80,6 @@ def test_help_lists_every_level_and_is_fast_to_import() -> None:
         capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", "the CLI must import heavy libraries lazily"
     help_text = CliRunner().invoke(app, ["--help"]).output
-    for command in ("data", "level1", "level2", "level3", "demo"):
-        assert command in help_text
+    help_text = re.sub(r"\x1b\[[0-9;]*m", "", help_text)  # colours, under FORCE_COLOR or CI
+    listed = set(re.findall(r"^\W+ (\w+) {2,}\w", help_text, flags=re.M))
+    assert listed >= {"data", "level1", "level2", "level3", "demo"}, help_text

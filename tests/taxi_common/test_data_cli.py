@@ -4,7 +4,6 @@ to check what a user sees on an error: one ``error: …`` line, exit code 2, no 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from taxi_common.errors import BadInputError, DataUnavailableError
+from taxi_common.local_servers import free_port
 from taxi_common.settings import Settings
 from taxi_common.sources import cached_path
 from workbook.cli import app
@@ -25,9 +25,8 @@ def _env(home: Path, base_url: str) -> dict[str, str]:
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    """A URL on a port that was free a moment ago: nobody listens there."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.tlc

@@ -103,9 +103,14 @@ def test_pickles_and_clones_like_a_sklearn_estimator() -> None:
 def test_zone_number_features_are_the_three_columns() -> None:
     trips = random_trips(50, seed=6)
     trips["PULocationID"] = trips["PULocationID"].astype("category")
-    matrix = ZoneNumberFeatures().fit(trips).transform(trips)
+    features = ZoneNumberFeatures().fit(trips)
+    matrix = features.transform(trips)
+    assert matrix.shape == (50, 3) and matrix.dtype == np.float64
     np.testing.assert_array_equal(matrix[:, 0], trips["PULocationID"].astype(int))
+    np.testing.assert_array_equal(matrix[:, 1], trips["DOLocationID"])
     np.testing.assert_array_equal(matrix[:, 2], trips["trip_distance"])
+    assert list(features.get_feature_names_out()) == ["PULocationID", "DOLocationID",
+                                                      "trip_distance"]
 
 
 @pytest.mark.tlc

@@ -14,12 +14,14 @@ from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import TLC_PUBLIC_BASE_URL, Settings
 
 
-def test_settings_defaults_and_environment(tmp_path: Path) -> None:
+def test_settings_defaults_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     default = Settings.from_env({})
-    assert default.workbook_home == (Path.cwd() / ".workbook").resolve()
+    assert default.workbook_home == tmp_path.resolve() / ".workbook"
     assert default.tlc_base_url == TLC_PUBLIC_BASE_URL
+    assert default.mlflow_tracking_uri is default.prefect_api_url is default.database_url is None
     assert default.tracking_uri == f"sqlite:///{default.workbook_home / 'mlflow.db'}"
-    assert not default.workbook_home.exists() or default.workbook_home.is_dir()
+    assert not default.workbook_home.exists(), "reading settings must not create directories"
 
     custom = Settings.from_env({"WORKBOOK_HOME": str(tmp_path / "h"), "TLC_BASE_URL": "file:///m/",
                                 "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
@@ -45,6 +47,7 @@ def test_bad_months_are_user_errors(text: str) -> None:
 
 def test_months() -> None:
     assert parse_month("2021-02") == (2021, 2)
+    assert next_month("2021-01") == "2021-02"
     assert next_month("2021-12") == "2022-01"
 
 

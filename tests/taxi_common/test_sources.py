@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_common.errors import BadInputError, DataCorruptError, DataUnavailableError, SchemaError
+from taxi_common.local_servers import free_port
 from taxi_common.prepare import prepare_trips
 from taxi_common.schema import GREEN_DTYPES
 from taxi_common.settings import Settings
@@ -225,9 +226,7 @@ def test_missing_file_on_a_file_url_mirror(tmp_path: Path) -> None:
 
 
 def test_server_down(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago, with nobody listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nobody listens there
     settings = _settings(tmp_path, f"http://127.0.0.1:{port}")
     with pytest.raises(DataUnavailableError) as info:
         download_month("green", "2021-01", settings=settings, progress=False)
@@ -355,10 +354,7 @@ def test_garbage_in_the_cache_is_replaced(file_server: FileServer, tlc_dir: Path
 
 
 def test_garbage_in_the_cache_without_network_is_removed(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = _settings(tmp_path, f"http://127.0.0.1:{port}")
+    settings = _settings(tmp_path, f"http://127.0.0.1:{free_port()}")
     path = cached_path("green", "2021-01", settings)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 but not really")

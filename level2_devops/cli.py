@@ -54,14 +54,15 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every request to stderr."),
 ) -> None:
     """Serve a model with gunicorn: POST /predict, GET /health, /metrics and /openapi.yaml."""
-    from level2_devops.service.server import ServeOptions, newest_model
+    from level2_devops.model_store import latest_model
+    from level2_devops.service.server import ServeOptions
     from level2_devops.service.server import serve as run_server
     from taxi_common.errors import WorkbookError
     from taxi_common.settings import Settings
 
     settings = Settings.from_env()
     try:
-        path = model if model is not None else newest_model(settings.models_dir)
+        path = model if model is not None else latest_model(settings.models_dir)
         run_server(ServeOptions(model=path, host=host, port=port, workers=workers,
                                 access_log=access_log), settings)
     except WorkbookError as exc:

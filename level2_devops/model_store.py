@@ -59,8 +59,8 @@ def latest_model(models_dir: Path) -> Path:
     """The model file with the highest version; a clear error when there is none."""
     models = list_models(models_dir)
     if not models:
-        raise BadInputError(f"no model file in {models_dir}: train one with "
-                            "`mlops-levels level2 train`")
+        raise BadInputError(f"no model file {MODEL_NAME}-v*.pkl in {models_dir}: train one with "
+                            "`mlops-levels level2 train` or pass --model PATH")
     return models[-1]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import socket
 import sys
@@ -25,8 +24,6 @@ from typing import Any
 from taxi_common.errors import BadInputError
 from taxi_common.settings import Settings
 
-_VERSIONED = re.compile(r"^taxi-duration-v(\d+)\.pkl$")
-
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -38,16 +35,6 @@ class ServeOptions:
     workers: int = 2
     access_log: bool = False
     timeout: int = 30
-
-
-def newest_model(models_dir: Path) -> Path:
-    """The highest ``taxi-duration-v<N>.pkl`` in ``models_dir``; a clear error if there is none."""
-    found = [(int(m.group(1)), p) for p in Path(models_dir).glob("taxi-duration-v*.pkl")
-             if (m := _VERSIONED.match(p.name))]
-    if not found:
-        raise BadInputError(f"no model file taxi-duration-v*.pkl in {models_dir}: train one with "
-                            "`mlops-levels level2 train` or pass --model PATH")
-    return max(found)[1]
 
 
 def check_port_free(host: str, port: int) -> None:

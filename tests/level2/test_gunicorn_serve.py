@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from level2_devops.cli import app as level2_app
-from level2_devops.service.server import newest_model
-from taxi_common.local_servers import free_port, stop_process_group
+from level2_devops.model_store import latest_model
+from taxi_common.local_servers import (
+    free_port,
+    http_ok,
+    stop_process_group,
+    wait_until_healthy,
+)
 
 MLOPS_LEVELS = Path(sys.executable).parent / "mlops-levels"
 RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
@@ -38,19 +42,6 @@ def _request(url: str, body: object | None = None) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited early:\n{log.read_text()}"
-        try:
-            if _request(f"{base}/health")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"serve not healthy after {seconds} s:\n{log.read_text()}")
 
 
 def _counter_files(home: Path) -> list[Path]:
@@ -81,7 +72,8 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
                                 stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc, log)
+        wait_until_healthy(proc, lambda: http_ok(f"{base}/health"), what="level2 serve",
+                           log_path=log)
         sent = 0
         with ThreadPoolExecutor(8) as pool:
             while len(_counter_files(home)) < 2 and sent < 2000:  # until both workers served
@@ -162,7 +154,7 @@ def test_the_default_model_is_the_highest_version(tmp_path: Path) -> None:
     for name in ("taxi-duration-v2.pkl", "taxi-duration-v10.pkl", "taxi-duration-v9.pkl",
                  "taxi-duration-latest.pkl", "other-v99.pkl"):
         (tmp_path / name).write_bytes(b"")
-    assert newest_model(tmp_path) == tmp_path / "taxi-duration-v10.pkl"
+    assert latest_model(tmp_path) == tmp_path / "taxi-duration-v10.pkl"
 
 
 def test_a_refused_serve_leaves_the_environment_as_it_was(tmp_path: Path, monkeypatch) -> None:

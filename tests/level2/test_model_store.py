@@ -64,7 +64,8 @@ def test_next_version_follows_the_highest_and_ignores_other_files(tmp_path) -> N
 
 
 def test_latest_and_list_models(pipeline, tmp_path) -> None:
-    with pytest.raises(BadInputError, match="no model file in .*level2 train"):
+    with pytest.raises(BadInputError,
+                       match=r"no model file taxi-duration-v\*\.pkl in .*level2 train"):
         latest_model(tmp_path)
     first = save_model(pipeline, {}, tmp_path)
     second = save_model(pipeline, {}, tmp_path)

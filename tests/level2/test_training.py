@@ -242,10 +242,9 @@ def test_train_and_save_increments_the_version(tlc_settings) -> None:
         second.metadata["data"]["train"]["fingerprint"]
 
 
-@pytest.mark.tlc
-def test_train_and_save_turns_a_rejected_parameter_value_into_one_line(tlc_settings) -> None:
-    config = TrainConfig(source="tlc", n_rows=500, model="ridge", params={"alpha": -1})
+def test_train_and_save_turns_a_rejected_parameter_value_into_one_line(settings) -> None:
+    config = TrainConfig(n_rows=500, model="ridge", params={"alpha": -1})
     with pytest.raises(BadInputError, match="bad parameter for model ridge") as info:
-        train_and_save(config, settings=tlc_settings)
+        train_and_save(config, settings=settings)
     assert "\n" not in str(info.value)
-    assert not tlc_settings.models_dir.exists() or not any(tlc_settings.models_dir.iterdir())
+    assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())

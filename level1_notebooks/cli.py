@@ -20,7 +20,8 @@ def level1() -> None:
 @app.command()
 def run(
     source: str = typer.Option("synthetic", help="Data source: synthetic (offline) or tlc."),
-    color: str = typer.Option("green", help="Taxi color of the trips."),
+    color: str = typer.Option("green", help="Taxi color: green or yellow (synthetic data is "
+                              "green only)."),
     train_month: str = typer.Option("2021-01", help="Month to explore and train on, YYYY-MM."),
     val_month: str = typer.Option("2021-02", help="Month to validate on, YYYY-MM."),
     rows: int | None = typer.Option(None, help="Read at most this many trips per month."),

@@ -26,6 +26,8 @@ KERNEL_NAME = "python3"
 RMSE_FILE = "rmse.csv"
 MODEL_FILE = "model.bin"
 RMSE_COLUMNS: tuple[str, ...] = ("features", "model", "train_rmse", "val_rmse")
+#: The taxi colors the notebooks read (for-hire vehicle trips report no distance).
+COLORS: tuple[str, ...] = ("green", "yellow")
 
 
 class NotebookError(WorkbookError):
@@ -123,10 +125,14 @@ def read_rmse_table(output_dir: Path) -> pd.DataFrame:
     return table
 
 
-def validate_arguments(source: str, train_month: str, val_month: str, n_rows: int | None) -> None:
+def validate_arguments(source: str, color: str, train_month: str, val_month: str,
+                       n_rows: int | None) -> None:
     """Check what can be checked before starting a kernel; raise ``BadInputError`` otherwise."""
     if source not in SOURCES:
         raise BadInputError(f"unknown data source {source!r}: use one of {', '.join(SOURCES)}")
+    if color not in COLORS:
+        raise BadInputError(f"the level-1 notebooks read {' or '.join(COLORS)} taxi trips, "
+                            f"not {color!r}: use --color green")
     parse_month(train_month)
     parse_month(val_month)
     if n_rows is not None and n_rows <= 0:
@@ -149,7 +155,7 @@ def run_level1(
     The executed copies, ``rmse.csv`` and ``model.bin`` land in ``output_dir`` (default
     ``settings.reports_dir / "level1"``), which is also the kernels' working directory.
     """
-    validate_arguments(source, train_month, val_month, n_rows)
+    validate_arguments(source, color, train_month, val_month, n_rows)
     out = Path(output_dir) if output_dir is not None else default_output_dir(settings)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,7 @@ def test_a_failing_cell_raises_one_line_naming_notebook_cell_and_copy(
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [({"source": "s3"}, "unknown data source 's3'"),
+     ({"color": "fhv", "source": "tlc"}, "read green or yellow taxi trips, not 'fhv'"),
      ({"train_month": "2021-13"}, "2021-13"),
      ({"val_month": "Feb"}, "Feb"),
      ({"n_rows": 0}, "--rows must be a positive number")],

@@ -39,7 +39,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_results
-from taxi_common.local_servers import free_port, stop_process_group
+from taxi_common.local_servers import (
+    ServerStartError,
+    free_port,
+    stop_process_group,
+    wait_until_healthy,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -97,23 +102,27 @@ def post(url: str, body: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def _answers(url: str, body: str) -> bool:
+    """True when a POST of ``body`` to ``url`` gets an answer."""
+    try:
+        post(url, body, timeout=1.0)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+    return True
+
+
 def start(cmd: list[str], env: dict[str, str], url: str, probe: str,
           log: Path) -> subprocess.Popen:
     """Start a server in its own process group and wait until it answers ``probe``."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{cmd[0]} exited early:\n{log.read_text()}")
-        try:
-            post(url, probe, timeout=1.0)
-            return proc
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.3)
-    stop_process_group(proc.pid)
-    raise SystemExit(f"{' '.join(cmd)} did not answer within 60 s:\n{log.read_text()}")
+    try:
+        wait_until_healthy(proc, lambda: _answers(url, probe), what=Path(cmd[-1]).name,
+                           log_path=log)
+    except ServerStartError as exc:
+        raise SystemExit(str(exc)) from None
+    return proc
 
 
 def _ms(text: str) -> float:
@@ -334,11 +343,12 @@ def main() -> None:
             samples: dict[str, dict[str, list]] = {n: {"single": [], "batch": []}
                                                    for n in commands}
             load_before = os.getloadavg()
-            for _ in range(1):  # warm-up, not recorded
-                for name in commands:
-                    run_wrk(urls[name], single, 1, 2, 16)
+            for name in commands:  # warm-up, not recorded
+                run_wrk(urls[name], single, 1, 2, 16)
+            names = list(commands)
             for repeat in range(args.repeats):
-                order = list(commands)[repeat % 3:] + list(commands)[:repeat % 3]  # rotate
+                shift = repeat % len(names)
+                order = names[shift:] + names[:shift]  # rotate
                 for load, script in (("single", single), ("batch", batch)):
                     for name in order:
                         result = run_wrk(urls[name], script, args.seconds, 2, 16)

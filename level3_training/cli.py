@@ -1,7 +1,8 @@
 """Commands of level3_training, mounted as `mlops-levels level3 …`.
 
-Only typer and the standard library are imported here; Prefect, MLflow and scikit-learn are
-imported inside the commands, after the environment (PREFECT_HOME, telemetry off) is set.
+Only typer, the standard library and the light ``taxi_common.scenarios`` are imported here;
+Prefect, MLflow and scikit-learn are imported inside the commands, after the environment
+(PREFECT_HOME, telemetry off) is set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from typing import Any
 
 import typer
+
+from taxi_common.scenarios import SCENARIOS
 
 app = typer.Typer(help="level3_training: automated training (Prefect flow, MLflow tracking and "
                   "registry, hyper-parameter search).", no_args_is_help=True)
@@ -27,19 +30,18 @@ def _settings() -> Any:
     return Settings.from_env()
 
 
-def _use_prefect_server(settings: Any) -> str:
-    """Which Prefect API the flow will use, setting PREFECT_API_URL to a recorded server."""
+def _use_prefect_server(settings: Any) -> None:
+    """Point PREFECT_API_URL at the recorded background server, unless it is set already."""
     from level3_training.prefect_server import recorded_server
 
     if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+        return
     record = recorded_server(settings.prefect_home)
     if record:
         os.environ["PREFECT_API_URL"] = str(record["api_url"])
-        return str(record["api_url"])
+        return
     typer.echo("note: no PREFECT_API_URL: Prefect starts a temporary server for this run "
                "(10-20 s); `mlops-levels level3 server start` keeps one running", err=True)
-    return "temporary"
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -69,32 +71,29 @@ def train(
     more_months: list[str] | None = typer.Argument(
         None, hidden=True, help="Further training months given after --train-months."),
     val_month: str = typer.Option(..., "--val-month", help="Validation month, YYYY-MM."),
-    source: str = typer.Option("synthetic", help="synthetic | tlc"),
+    source: str = typer.Option("synthetic", help="synthetic | tlc (real TLC files)."),
     color: str = typer.Option("green", help="Taxi color (synthetic data is green)."),
     models: str = typer.Option(ALL_MODELS, help="Comma-separated candidate models."),
     trials: int = typer.Option(3, help="Random-search trials per model (defaults included)."),
     seed: int = typer.Option(0, help="Seed of the search and of synthetic data."),
     rows: int | None = typer.Option(None, "--rows", help="Cap the rows of each month."),
-    scenario: str = typer.Option("baseline", help="Synthetic drift scenario."),
+    scenario: str = typer.Option("baseline", help="Synthetic drift scenario: "
+                                 f"{' | '.join(SCENARIOS)}."),
     register: bool = typer.Option(True, help="Register the best candidate as @challenger."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run the Prefect training flow: search each model, log to MLflow, register the best."""
     from level3_training.pipeline import TrainConfig, parse_models, run_training
-    from level3_training.runtime import check_services, prepare_environment
+    from level3_training.runtime import quiet_user_error_tracebacks
 
     months = tuple(_split_months([*train_months, *(more_months or [])]))
     config = TrainConfig(months, val_month, source=source, color=color,
                          models=parse_models(models), trials=trials, seed=seed, n_rows=rows,
-                         scenario=scenario, register=register).check()
+                         scenario=scenario, register=register).check()  # typos fail first
     settings = _settings()
-    prepare_environment(settings)
-    check_services(settings)  # before a temporary Prefect server costs 15 s
     _use_prefect_server(settings)
-    from level3_training.runtime import quiet_user_error_tracebacks
-
     quiet_user_error_tracebacks()
-    summary = run_training(config, settings)
+    summary = run_training(config, settings)  # sets the environment, checks servers, runs
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -172,7 +171,8 @@ def server_start(port: int | None = typer.Option(None, help="Port (default: a fr
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the background Prefect server started by `server start`."""
-    from level3_training.prefect_server import record_path, recorded_server, stop_process_group
+    from level3_training.prefect_server import record_path, recorded_server
+    from taxi_common.local_servers import stop_process_group
 
     settings = _settings()
     record = recorded_server(settings.prefect_home)

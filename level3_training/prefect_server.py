@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_common.errors import WorkbookError
-from taxi_common.local_servers import (  # noqa: F401 - free_port is part of this API
+from taxi_common.local_servers import (
     ServerStartError,
     free_port,
     http_ok,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from level3_training.prefect_server import free_port
 from taxi_common.data import load_trips
+from taxi_common.local_servers import free_port
 from taxi_common.settings import Settings
 
 pytestmark = pytest.mark.slow

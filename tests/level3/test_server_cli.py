@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from level3_training.prefect_server import is_healthy, record_path, stop_process_group
+from level3_training.prefect_server import is_healthy, record_path
+from taxi_common.local_servers import stop_process_group
 from taxi_common.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -137,9 +137,14 @@ def _ride_error(exc: RideError) -> Response:
     return json_response(exc.to_json(), exc.status)
 
 
+def _error_response(code: str, message: str, status: int) -> Response:
+    """The API's error body for an error that concerns no particular ride or field."""
+    return json_response({"error": code, "message": message, "field": None, "index": None,
+                          "reason": message}, status)
+
+
 def _model_unavailable(exc: ModelUnavailableError) -> Response:
-    return json_response({"error": "model_unavailable", "message": str(exc), "field": None,
-                          "index": None, "reason": str(exc)}, 503)
+    return _error_response("model_unavailable", str(exc), 503)
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -152,8 +157,7 @@ def _http_error(exc: HTTPException) -> Response:
     if exc.code == 413:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         message = f"the body is larger than the limit of {limit} bytes: send fewer rides"
-    response = json_response({"error": code, "message": message, "field": None, "index": None,
-                              "reason": message}, exc.code or 500)
+    response = _error_response(code, message, exc.code or 500)
     if exc.code == 405 and getattr(exc, "valid_methods", None):
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
@@ -162,9 +166,8 @@ def _http_error(exc: HTTPException) -> Response:
 def _internal_error(exc: Exception) -> Response:
     """Log the exception with its traceback server-side; tell the client only that it failed."""
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
-    message = "internal server error: the server log has the details"
-    return json_response({"error": "internal_error", "message": message, "field": None,
-                          "index": None, "reason": message}, 500)
+    return _error_response("internal_error",
+                           "internal server error: the server log has the details", 500)
 
 
 def _openapi_text() -> bytes:

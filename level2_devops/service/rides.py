@@ -147,10 +147,9 @@ def _non_finite_error(body: Any) -> RideError | None:
 def _malformed(data: bytes, exc: msgspec.DecodeError) -> RideError:
     """Explain a body msgspec cannot parse: NaN/Infinity literals get the field named."""
     try:
-        lenient = json.loads(data)
+        found = _non_finite_error(json.loads(data))
     except (ValueError, RecursionError):
-        return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")
-    found = _non_finite_error(lenient)
+        found = None
     if found is not None:
         return found
     return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")

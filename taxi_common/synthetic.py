@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from taxi_common.months import parse_month
+from taxi_common.errors import BadInputError
+from taxi_common.months import format_month, parse_month
 from taxi_common.scenarios import SCENARIOS, Scenario, as_scenario
 from taxi_common.schema import GREEN_DTYPES
 
@@ -94,6 +95,7 @@ class _Segment:
     name: str
     trips_per_day: float
     raw: dict
+    pair_trips: np.ndarray  # trips per month of each listed pair
     pair_cdf: np.ndarray  # over listed pairs + one final "tail" entry
     tail_pu_cdf: np.ndarray
     tail_do_cdf: np.ndarray  # (n_boroughs, N_ZONES)
@@ -173,6 +175,7 @@ def _segment(p: dict, name: str) -> _Segment:
         name=name,
         trips_per_day=raw["trips_per_day"],
         raw=raw,
+        pair_trips=listed,
         pair_cdf=_cdf(np.append(listed, tail_per_month)),
         tail_pu_cdf=_cdf(np.asarray(tail["pickup_zone"], dtype=np.float64) + 1e-9),
         tail_do_cdf=np.array([_cdf(np.asarray(row, dtype=np.float64) + 1e-3)
@@ -334,8 +337,7 @@ def hotspot_pairs() -> np.ndarray:
     """The new zone pairs of the hotspot scenario, as (n, 2) [pickup, drop-off] rows: to and from
     :data:`HOTSPOT_ZONE`, with the eight busiest zones of the street segment."""
     m = _model()
-    weights = np.asarray(load_profile()["pairs"]["street_per_month"])
-    by_zone = np.bincount(m.pair_do, weights=weights, minlength=N_ZONES)
+    by_zone = np.bincount(m.pair_do, weights=m.segments["street"].pair_trips, minlength=N_ZONES)
     by_zone[HOTSPOT_ZONE] = 0
     top = np.argsort(-by_zone, kind="stable")[:8]
     return np.array([(HOTSPOT_ZONE, z) for z in top] + [(z, HOTSPOT_ZONE) for z in top])
@@ -516,14 +518,13 @@ def generate_month(
     defaults to a real month's volume (about 76,000 for January). The scenario acts on trips picked
     up on or after its start day, with its own random stream; at strength 0 it changes nothing.
     """
+    year, mon = parse_month(month)
+    month = format_month(year, mon)  # " 2021-01" passes parse_month; the timestamps need "2021-01"
     spec = as_scenario(scenario)
     n = default_rows(month) if n_rows is None else int(n_rows)
     if n < 0:
-        from taxi_common.errors import BadInputError
-
         raise BadInputError(f"number of rows {n} must not be negative")
     d = _draw_month(month, seed, n)
-    year, mon = parse_month(month)
     scenario_rng = np.random.default_rng([seed, year, mon, 1 + list(SCENARIOS).index(spec.name)])
     if spec.name == "hotspot" and spec.strength > 0:
         _apply_hotspot(d, spec, scenario_rng)

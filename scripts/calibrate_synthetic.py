@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from taxi_common.prepare import add_duration
+
 BOROUGHS = ("Manhattan", "Brooklyn", "Queens", "Bronx", "Staten Island", "EWR", "Unknown")
 N_ZONES = 266  # zone IDs 1..265; index 0 unused
 MIN_PAIR_TRIPS = 10  # a zone pair is listed by name when it has this many trips over all months
@@ -42,8 +44,7 @@ def load_months(folder: Path) -> tuple[pd.DataFrame, list[str]]:
         df = pd.read_parquet(path)
         df["month"] = path.stem.rsplit("_", 1)[-1]
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    df["duration"] = (df.lpep_dropoff_datetime - df.lpep_pickup_datetime).dt.total_seconds() / 60
+    df = add_duration(pd.concat(frames, ignore_index=True))
     df["segment"] = np.where(df.payment_type.isna(), "dispatch", "street")
     df["hour"] = df.lpep_pickup_datetime.dt.hour
     df["weekday"] = df.lpep_pickup_datetime.dt.weekday
@@ -187,15 +188,15 @@ def residuals(clean: pd.DataFrame, table: pd.DataFrame) -> dict[str, dict[str, o
     return out
 
 
-def segment_profile(g: pd.DataFrame, n_months: int, boro: np.ndarray) -> dict[str, object]:
-    """Volumes, mixes, time profile, outlier shares and tail-zone marginals of one segment."""
+def segment_profile(g: pd.DataFrame, days: int) -> dict[str, object]:
+    """Volumes, mixes, time profile and outlier shares of one segment's trips over ``days``."""
     zero = g.trip_distance == 0
     absurd = g.trip_distance >= 100
     long_trips = g.duration > 60
     short = g.duration < 1
     hw = pd.crosstab(g.weekday, g.hour).reindex(index=range(7), columns=range(24), fill_value=0)
     return {
-        "trips_per_day": round(len(g) / g.attrs["days"], 2),
+        "trips_per_day": round(len(g) / days, 2),
         "vendor2_share": round(float((g.VendorID == 2).mean()), 4),
         "zero_distance_share": round(float(zero.mean()), 5),
         "under_minute_share_if_zero": round(float(short[zero].mean()), 5),
@@ -256,7 +257,10 @@ def tail_marginals(df: pd.DataFrame, table: pd.DataFrame, boro: np.ndarray) -> d
 
 def calibrate(folder: Path) -> dict[str, object]:
     """The whole profile, as a JSON-ready dict."""
-    zones = pd.read_csv(folder / "taxi_zone_lookup.csv")
+    lookup = folder / "taxi_zone_lookup.csv"
+    if not lookup.is_file():
+        raise SystemExit(f"no taxi_zone_lookup.csv in {folder}: the TLC zone table is needed too")
+    zones = pd.read_csv(lookup)
     boro = borough_index(zones)
     df, months = load_months(folder)
     n_months = len(months)
@@ -267,11 +271,7 @@ def calibrate(folder: Path) -> dict[str, object]:
     clean["speed_adj"] = clean.speed / factors[seg_idx, clean.hour.to_numpy()]
     table, borough_info = pair_table(df, clean, boro, n_months)
     days = sum(pd.Period(m).days_in_month for m in months)
-    segments = {}
-    for seg in SEGMENTS:
-        g = df[df.segment == seg]
-        g.attrs["days"] = days
-        segments[seg] = segment_profile(g, n_months, boro)
+    segments = {seg: segment_profile(df[df.segment == seg], days) for seg in SEGMENTS}
     return {
         "source": "NYC TLC green trip records " + ", ".join(months),
         "months": months,
@@ -295,9 +295,13 @@ def calibrate(folder: Path) -> dict[str, object]:
 def main() -> None:
     """Parse arguments, calibrate, write the profile and the zone table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", type=Path, default=Path("../shared/data/tlc"))
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("../shared/data/tlc"),
+                        help="folder with green_tripdata_YYYY-MM.parquet files and "
+                             "taxi_zone_lookup.csv (default: %(default)s)")
     parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "taxi_common" / "profile")
+                        default=Path(__file__).resolve().parent.parent / "taxi_common" / "profile",
+                        help="folder to write green_2021.json and taxi_zones.csv to "
+                             "(default: the packaged taxi_common/profile)")
     args = parser.parse_args()
     profile = calibrate(args.folder)
     args.out.mkdir(parents=True, exist_ok=True)

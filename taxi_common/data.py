@@ -6,8 +6,6 @@ downloads (or reads from the cache) the real TLC file through ``TLC_BASE_URL``.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 
 from taxi_common.errors import BadInputError
@@ -15,7 +13,6 @@ from taxi_common.months import parse_month
 from taxi_common.scenarios import Scenario
 from taxi_common.settings import Settings
 
-Source = Literal["synthetic", "tlc"]
 SOURCES: tuple[str, ...] = ("synthetic", "tlc")
 
 

@@ -16,21 +16,19 @@ names the month, the color, the URL or file, and the fix.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import urllib.response
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
 
 from taxi_common.errors import BadInputError, DataCorruptError, DataUnavailableError, SchemaError
+from taxi_common.files import atomic_write
 from taxi_common.months import format_month, parse_month
 from taxi_common.schema import COLORS, trip_columns, validate_trips
 from taxi_common.settings import Settings
@@ -186,24 +184,11 @@ def check_parquet(path: Path, color: str, source: str) -> int:
     return rows
 
 
-@contextlib.contextmanager
-def _temp_file_beside(path: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """A hidden temporary file in ``path``'s folder, removed unless the caller moved it away."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            yield out, tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _fetch(color: str, month: str, url: str, dest: Path, *, progress: bool,
            timeout: float) -> None:
     """Download ``url`` and move it to ``dest`` only once it is whole and valid."""
     response = _open_url(color, month, url, timeout)
-    with response, _temp_file_beside(dest) as (out, tmp):
+    with response, atomic_write(dest) as (out, tmp):
         received, expected = _copy_body(response, out, url, label=f"{color} {month}",
                                         progress=progress)
         out.flush()
@@ -215,8 +200,6 @@ def _fetch(color: str, month: str, url: str, dest: Path, *, progress: bool,
                 f"{expected:,} bytes): the connection dropped; run the command again"
             )
         check_parquet(tmp, color, f"{color} {month} from {url}")
-        tmp.chmod(0o644)  # mkstemp makes it private; a cache file is an ordinary file
-        os.replace(tmp, dest)
 
 
 def _cache_hit(path: Path, color: str, month: str) -> bool:

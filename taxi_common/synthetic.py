@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from taxi_common.errors import BadInputError
+from taxi_common.files import atomic_write
 from taxi_common.months import format_month, parse_month
 from taxi_common.scenarios import SCENARIOS, Scenario, as_scenario
 from taxi_common.schema import GREEN_DTYPES
@@ -553,16 +552,8 @@ def write_month(
 
     df = generate_month(month, seed=seed, scenario=scenario, n_rows=n_rows)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    # A temporary name in the same folder (so the rename is atomic), created with the usual
-    # permissions (mkstemp would make it private).
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="snappy", use_dictionary=True,
+    with atomic_write(out) as (file, _):
+        pq.write_table(table, file, compression="snappy", use_dictionary=True,
                        write_statistics=True, row_group_size=1 << 20)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out

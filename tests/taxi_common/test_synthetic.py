@@ -59,7 +59,8 @@ def test_parquet_round_trip_keeps_the_schema(tmp_path: Path) -> None:
     back = pd.read_parquet(path)
     assert {c: str(t) for c, t in back.dtypes.items()} == GREEN_DTYPES
     pd.testing.assert_frame_equal(back, synthetic.generate_month("2021-02", n_rows=2_000))
-    assert not list(path.parent.glob(".*.tmp")), "the temporary file of the atomic write remains"
+    assert [p.name for p in path.parent.iterdir()] == ["m.parquet"], "a temporary file remains"
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_same_inputs_give_the_same_frame_and_bytes(tmp_path: Path) -> None:

@@ -62,25 +62,42 @@ def wait_until_healthy(process: subprocess.Popen, is_healthy: Callable[[], bool]
                            f" (log: {log_path})")
 
 
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child (so it does not linger as a zombie)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _group_alive(pid: int) -> bool:
+    """True while any process of the group led by ``pid`` is running."""
+    _reap(pid)
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left that are not ours to reap
+        return False
+    return True
+
+
 def stop_process_group(pid: int, timeout: float = 20.0) -> None:
-    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    """Stop the whole process group led by ``pid`` (the server and every worker it forked):
+    SIGTERM, then SIGKILL for whatever is left after ``timeout`` seconds."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pid):
             return
-        try:  # reap our own child, if it is one
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + 5
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from level3_training.prefect_server import start_server
+from level3_training.runtime import environment_defaults
 from taxi_common.settings import Settings
 
 #: Small synthetic training data: a few thousand rows a month, three cheap candidates.
@@ -29,13 +30,14 @@ MLOPS_LEVELS = Path(sys.executable).with_name("mlops-levels")
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect server on a free port for the session; PREFECT_API_URL points at it."""
+    """A Prefect server on a free port for the session; PREFECT_API_URL points at it, and level 3's
+    environment defaults (a client PREFECT_HOME, telemetry off, bounded MLflow retries) are set."""
     home = tmp_path_factory.mktemp("prefect")
     server = start_server(home / "server-home")
-    env = {"PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home / "client-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    # level 3's own defaults, set here so that run_training's setdefault adds none of them to
+    # os.environ for good: all are undone when the session ends
+    env = {**environment_defaults(Settings(workbook_home=home)),  # PREFECT_HOME: home/prefect
+           "PREFECT_API_URL": server.api_url}
     with ExitStack() as stack:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         for name, value in env.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from level3_training.prefect_server import free_port, is_healthy, stop_process_group
 from level3_training.registry import MODEL_NAME, alias_version, client_for
 from level3_training.tracking import tracking_uri_scope
+from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -58,26 +57,21 @@ def mlflow_server(fresh_database: str, tmp_path: Path) -> Iterator[str]:
     """`mlflow server` on a free port with the fresh database and a tmp artifact folder."""
     port = free_port()
     artifacts = tmp_path / "server-artifacts"
-    log = (tmp_path / "mlflow-server.log").open("wb")
+    log_path = tmp_path / "mlflow-server.log"
     command = [str(Path(sys.executable).with_name("mlflow")), "server",
                "--backend-store-uri", fresh_database, "--artifacts-destination", str(artifacts),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while not is_healthy(url, timeout=1):  # GET {url}/health
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("mlflow server did not start: "
-                            + (tmp_path / "mlflow-server.log").read_text()[-1500:])
-            time.sleep(0.5)
+        wait_until_healthy(process, lambda: http_ok(f"{url}/health", timeout=1),
+                           what="mlflow server", timeout=120, log_path=log_path)
         yield url
     finally:
         stop_process_group(process.pid)
-        log.close()
 
 
 def test_flow_against_mlflow_server_on_postgres_and_prefect_server(

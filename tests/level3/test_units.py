@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from level2_devops.models import model_spec
 from level2_devops.training import load_prepared_month
 from level3_training.data import (
     DataValidationError,
@@ -32,9 +33,13 @@ def test_search_starts_with_defaults_and_draws_distinct_seeded_trials() -> None:
 
 def test_search_is_bounded_by_the_grid_and_skips_models_without_a_space() -> None:
     assert sample_trials("linear", 10) == [{}]
+    spec = model_spec("ridge")
+    assert spec.defaults["alpha"] in spec.search_space["alpha"]  # so trial 0 is a grid point
     ridge = sample_trials("ridge", 100)
-    assert len(ridge) == grid_size({"alpha": list(range(7))})  # 7 alphas, defaults among them
-    assert len({t.get("alpha") for t in ridge}) == len(ridge)
+    assert len(ridge) == grid_size(spec.search_space) == len(spec.search_space["alpha"])
+    assert len({t.get("alpha") for t in ridge}) == len(ridge)  # every grid point exactly once
+    assert len(sample_trials("ridge", 3)) == 3
+    assert grid_size({"a": [1, 2], "b": [1, 2, 3]}) == 6 and grid_size({}) == 1
 
 
 def test_cache_key_depends_on_every_input() -> None:

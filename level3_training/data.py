@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from taxi_common.errors import SchemaError
-from taxi_common.prepare import FEATURE_COLUMNS, TARGET, ZONE_COLUMNS
+from taxi_common.prepare import FEATURE_COLUMNS, TARGET, cast_zones
 from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import Settings
 
@@ -149,7 +149,7 @@ def read_cached(request: MonthRequest, settings: Settings) -> pd.DataFrame | Non
     if not path.exists():
         return None
     try:
-        return _recast_zones(pd.read_parquet(path))
+        return cast_zones(pd.read_parquet(path))  # the dtypes of a freshly prepared month
     except Exception:  # noqa: BLE001 - a damaged cache file is simply rebuilt
         path.unlink(missing_ok=True)
         return None
@@ -170,15 +170,8 @@ def prepared_month(request: MonthRequest, settings: Settings) -> tuple[pd.DataFr
     return prepared, False
 
 
-def _recast_zones(df: pd.DataFrame) -> pd.DataFrame:
-    """Zone columns as categoricals of integer IDs, as ``cast_zones`` makes them."""
-    for name in ZONE_COLUMNS:
-        df[name] = df[name].astype("Int64").astype("category")
-    return df
-
-
 def combine_months(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Several prepared months as one frame, zone columns re-cast to one set of categories."""
     if len(frames) == 1:
         return frames[0]
-    return _recast_zones(pd.concat(frames, ignore_index=True))
+    return cast_zones(pd.concat(frames, ignore_index=True))

@@ -95,6 +95,13 @@ def test_unreachable_tracking_server(settings: Settings, prefect_api: str,
         assert_one_line_error(done, "not reachable")
 
 
+def test_unreachable_prefect_api(settings: Settings, run_cli: Callable[..., Any]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    done = run_cli(*TRAIN, settings=settings, extra_env={"PREFECT_API_URL": dead}, timeout=60)
+    assert_one_line_error(done, "Prefect API", dead, "not reachable")
+    assert not (settings.workbook_home / "mlflow.db").exists()
+
+
 def test_promote_unknown_version(settings: Settings, run_cli: Callable[..., Any]) -> None:
     done = run_cli("level3", "promote", "42", settings=settings)
     assert_one_line_error(done, "taxi-duration has no version 42")

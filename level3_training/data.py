@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from taxi_common.errors import SchemaError
+from taxi_common.files import atomic_write
 from taxi_common.prepare import FEATURE_COLUMNS, TARGET, cast_zones
 from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import Settings
@@ -136,13 +137,6 @@ def prepare_month(raw: pd.DataFrame, request: MonthRequest) -> pd.DataFrame:
     return prepare_trips(raw, request.color)
 
 
-def _write_atomically(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def read_cached(request: MonthRequest, settings: Settings) -> pd.DataFrame | None:
     """The cached prepared rows of ``request``, or None when there are none (or unreadable)."""
     path = cache_path(request, settings)
@@ -166,7 +160,8 @@ def prepared_month(request: MonthRequest, settings: Settings) -> tuple[pd.DataFr
         return validate_prepared(cached, label), True
     raw = validate_raw_month(load_raw_month(request, settings), request)
     prepared = validate_prepared(prepare_month(raw, request), label)
-    _write_atomically(prepared, cache_path(request, settings))
+    with atomic_write(cache_path(request, settings)) as (out, _):
+        prepared.to_parquet(out, index=False)
     return prepared, False
 
 

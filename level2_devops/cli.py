@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="level2_devops: commands of this level.", no_args_is_help=True)
+app = typer.Typer(help="Level 2, DevOps without MLOps: train a versioned model file, "
+                  "serve it with gunicorn.", no_args_is_help=True)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from typing import Any
 from sklearn.pipeline import Pipeline
 
 from taxi_common.errors import BadInputError
+from taxi_common.files import atomic_write
 
 MODEL_NAME = "taxi-duration"
 _VERSIONED = re.compile(rf"^{MODEL_NAME}-v(\d+)\.(pkl|json)$")
@@ -75,17 +76,14 @@ def _temp_file(folder: Path, name: str, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    Path(tmp).chmod(0o644)  # mkstemp makes it private; model files are ordinary files
     return Path(tmp)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = _temp_file(path.parent, path.name, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as (out, _):
+        out.write(data)
 
 
 def _claim(path: Path, data: bytes) -> bool:

@@ -121,6 +121,9 @@ def test_save_and_load_round_trip(pipeline, prepared_trips, tmp_path) -> None:
                     "model_file": path.name}
     assert json.loads(metadata_path(path).read_text()) == meta
     assert metadata_path(path) == path.with_suffix(".json")
+    # ordinary files (like the data cache and release bundles), and no temporary file left
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
+        path.name: 0o644, metadata_path(path).name: 0o644}
 
 
 def test_save_does_not_change_the_callers_metadata(pipeline, tmp_path) -> None:

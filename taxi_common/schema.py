@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from taxi_common.errors import SchemaError
+from taxi_common.errors import BadInputError, SchemaError
 
 COLORS = ("green", "yellow", "fhv")
 
@@ -86,9 +86,9 @@ TRIP_COLUMNS: dict[str, TripColumns] = {
 
 
 def trip_columns(color: str) -> TripColumns:
-    """The column names for ``color``; a clear error for an unknown color."""
+    """The column names for ``color``; a clear :class:`BadInputError` for an unknown color."""
     if color not in TRIP_COLUMNS:
-        raise SchemaError(f"unknown taxi color {color!r}: use one of {', '.join(COLORS)}")
+        raise BadInputError(f"unknown taxi color {color!r}: use one of {', '.join(COLORS)}")
     return TRIP_COLUMNS[color]
 
 

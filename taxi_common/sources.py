@@ -30,7 +30,7 @@ import pandas as pd
 from taxi_common.errors import BadInputError, DataCorruptError, DataUnavailableError, SchemaError
 from taxi_common.files import atomic_write
 from taxi_common.months import format_month, parse_month
-from taxi_common.schema import COLORS, trip_columns, validate_trips
+from taxi_common.schema import trip_columns, validate_trips
 from taxi_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ def _one_line(reason: object) -> str:
 
 def _check_color(color: str) -> str:
     """``color`` if the TLC publishes it; a clear :class:`BadInputError` otherwise."""
-    if color not in COLORS:
-        raise BadInputError(f"unknown taxi color {color!r}: use one of {', '.join(COLORS)}")
+    trip_columns(color)  # raises for an unknown color
     return color
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taxi_common.errors import SchemaError
+from taxi_common.errors import BadInputError, SchemaError
 from taxi_common.schema import GREEN_DTYPES, YELLOW_DTYPES, trip_columns, validate_trips
 
 T0 = pd.Timestamp("2021-01-01 08:00")
@@ -92,7 +92,7 @@ def test_type_drift_across_years_is_accepted() -> None:
 
 
 def test_unknown_color() -> None:
-    with pytest.raises(SchemaError, match="unknown taxi color 'blue': use one of green, yellow"):
+    with pytest.raises(BadInputError, match="unknown taxi color 'blue': use one of green, yellow"):
         validate_trips(_trips("green"), "blue", "x")
 
 

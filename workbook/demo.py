@@ -107,12 +107,22 @@ def run_level3(options: DemoOptions, settings: Settings, echo: Echo) -> LevelRes
 
 @contextmanager
 def _prefect_api(settings: Settings, echo: Echo) -> Iterator[None]:
-    """Use the configured Prefect API, or one local server started for the demo."""
+    """Use the configured Prefect API, a background server started by `mlops-levels level3
+    server start`, or else one local server started for the demo alone."""
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
-    from level3_training.prefect_server import running_server
+    from level3_training.prefect_server import recorded_server, running_server
 
+    record = recorded_server(settings.prefect_home)
+    if record:
+        echo(f"  using the background Prefect server at {record['api_url']}")
+        os.environ["PREFECT_API_URL"] = str(record["api_url"])
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+        return
     echo("  starting a local Prefect server under WORKBOOK_HOME …")
     with running_server(settings.prefect_home) as server:
         os.environ["PREFECT_API_URL"] = server.api_url

@@ -43,8 +43,11 @@ class _Field:
 
 def _zone_ids(values: pd.Series | np.ndarray, column: str) -> np.ndarray:
     """Zone IDs as int64, whatever they arrive as (int, float, category or digit strings)."""
+    raw = np.asarray(values)
+    if raw.dtype.kind == "f" and np.isnan(raw).any():
+        raise ValueError(f"{column} has missing zone IDs ({int(np.isnan(raw).sum())} rows)")
     try:
-        ids = np.asarray(values).astype(np.int64)
+        ids = raw.astype(np.int64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{column} must hold integer zone IDs: {exc}") from exc
     if ids.size and (ids.min() < 0 or ids.max() >= ZONE_ID_LIMIT):

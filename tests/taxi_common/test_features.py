@@ -86,6 +86,9 @@ def test_empty_frame_and_unfitted_errors() -> None:
     assert featurizer.transform(empty).shape == (0, len(featurizer.feature_names_))
     with pytest.raises(ValueError, match="not fitted"):
         TripFeaturizer().transform(empty)
+    with pytest.raises(ValueError, match="DOLocationID has missing zone IDs \\(1 rows\\)"):
+        featurizer.transform(empty.assign(PULocationID=[1.0], DOLocationID=[np.nan],
+                                          trip_distance=[1.0]))
     with pytest.raises(ValueError, match="zone IDs from 0 to 1023"):
         featurizer.transform(empty.assign(PULocationID=[-1], DOLocationID=[1], trip_distance=[1.0]))
 

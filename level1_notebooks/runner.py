@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taxi_common.data import SOURCES
+from taxi_common.data import check_source
 from taxi_common.errors import BadInputError, WorkbookError
 from taxi_common.months import parse_month
 from taxi_common.settings import Settings
@@ -128,8 +128,7 @@ def read_rmse_table(output_dir: Path) -> pd.DataFrame:
 def validate_arguments(source: str, color: str, train_month: str, val_month: str,
                        n_rows: int | None) -> None:
     """Check what can be checked before starting a kernel; raise ``BadInputError`` otherwise."""
-    if source not in SOURCES:
-        raise BadInputError(f"unknown data source {source!r}: use one of {', '.join(SOURCES)}")
+    check_source(source)
     if color not in COLORS:
         raise BadInputError(f"the level-1 notebooks read {' or '.join(COLORS)} taxi trips, "
                             f"not {color!r}: use --color green")

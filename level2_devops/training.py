@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from level2_devops.models import build_model, model_spec
-from taxi_common.data import SOURCES, load_trips
+from taxi_common.data import check_source, load_trips
 from taxi_common.errors import BadInputError
 from taxi_common.metrics import mae, rmse
 from taxi_common.months import next_month, parse_month
@@ -154,9 +154,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     otherwise — before any data is loaded."""
     parse_month(config.train_month)
     parse_month(config.validation_month)
-    if config.source not in SOURCES:
-        raise BadInputError(f"unknown data source {config.source!r}: use one of "
-                            f"{', '.join(SOURCES)}")
+    check_source(config.source)
     check_params(config.model, config.params)
     if config.n_rows is not None and config.n_rows < 1:
         raise BadInputError(f"--rows must be a positive number of trips, got {config.n_rows}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from level2_devops.models import MODELS, model_spec
-from taxi_common.data import SOURCES
+from taxi_common.data import check_source
 from taxi_common.errors import BadInputError
 from taxi_common.months import parse_month
 from taxi_common.scenarios import as_scenario
@@ -46,9 +46,7 @@ class TrainConfig:
         if self.val_month in self.train_months:
             raise BadInputError(f"validation month {self.val_month} is also a training month: "
                                 "pick another --val-month")
-        if self.source not in SOURCES:
-            raise BadInputError(f"unknown data source {self.source!r}: use one of "
-                                f"{', '.join(SOURCES)}")
+        check_source(self.source)
         if not self.models:
             raise BadInputError(f"give at least one model: --models {','.join(MODELS)}")
         for name in self.models:

@@ -16,6 +16,13 @@ from taxi_common.settings import Settings
 SOURCES: tuple[str, ...] = ("synthetic", "tlc")
 
 
+def check_source(source: str) -> str:
+    """``source`` if it is one of :data:`SOURCES`; a clear :class:`BadInputError` otherwise."""
+    if source not in SOURCES:
+        raise BadInputError(f"unknown data source {source!r}: use one of {', '.join(SOURCES)}")
+    return source
+
+
 def load_trips(
     month: str,
     *,
@@ -34,15 +41,13 @@ def load_trips(
     apply to synthetic data only.
     """
     parse_month(month)
-    if source == "synthetic":
+    if check_source(source) == "synthetic":
         from taxi_common.synthetic import generate_month
 
         if color != "green":
             raise BadInputError("synthetic data follows the green taxi schema: use --color green")
         return generate_month(month, seed=seed, scenario=scenario, n_rows=n_rows)
-    if source == "tlc":
-        from taxi_common.sources import load_month
+    from taxi_common.sources import load_month
 
-        df = load_month(color, month, settings=settings, progress=progress)
-        return df if n_rows is None else df.head(n_rows).reset_index(drop=True)
-    raise BadInputError(f"unknown data source {source!r}: use one of {', '.join(SOURCES)}")
+    df = load_month(color, month, settings=settings, progress=progress)
+    return df if n_rows is None else df.head(n_rows).reset_index(drop=True)

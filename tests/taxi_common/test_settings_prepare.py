@@ -76,3 +76,12 @@ def test_prepare_recipe() -> None:
     assert prepared["PULocationID"].astype(str).tolist() == ["2", "3"]
     assert "duration" not in raw.columns, "preparation must not modify its input"
     assert cast_zones(raw)["DOLocationID"].cat.categories.tolist() == [5, 6, 7, 8]
+
+
+def test_unknown_source_is_refused_before_any_loading(settings: Settings) -> None:
+    from taxi_common.data import check_source, load_trips
+
+    assert check_source("tlc") == "tlc"
+    with pytest.raises(BadInputError, match="unknown data source 's3': use one of synthetic, tlc"):
+        load_trips("2021-01", settings=settings, source="s3")
+    assert not settings.workbook_home.exists()

@@ -70,17 +70,22 @@ def _use_multiprocess_dir(directory: str | None) -> None:
 def multiprocess_dir(settings: Settings) -> Iterator[Path]:
     """A fresh, empty folder for Prometheus' per-worker files, exported as
     ``PROMETHEUS_MULTIPROC_DIR`` before any metric is made; removed, and the variable restored,
-    when the block ends (the process goes on: tests and the demo serve in-process too)."""
+    when the block ends (the process goes on: tests and the demo serve in-process too).
+
+    Only the process that made the folder removes it. gunicorn forks its workers inside this
+    block, and a worker leaves by raising SystemExit, which runs this ``finally`` in the worker
+    too: removing the folder there would break every other worker's metrics."""
     parent = settings.workbook_home / "run"
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="prometheus-", dir=parent))
-    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    owner, previous = os.getpid(), os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     _use_multiprocess_dir(str(directory))
     try:
         yield directory
     finally:
-        _use_multiprocess_dir(previous)
-        shutil.rmtree(directory, ignore_errors=True)
+        if os.getpid() == owner:
+            _use_multiprocess_dir(previous)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _child_exit(server: Any, worker: Any) -> None:

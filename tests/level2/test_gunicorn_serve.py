@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -175,3 +179,99 @@ def test_multiprocess_dir_is_restored_and_removed(tmp_path: Path, monkeypatch) -
         assert directory.is_dir()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/previous"
     assert not directory.exists()
+
+
+# --- worker restarts: the metrics folder belongs to the master, not to any worker -------------
+
+def _worker_pids(master: int) -> set[int]:
+    """The live (not zombie) child processes of ``master``, read from /proc."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process exited while we looked
+            continue
+        if int(fields[1]) == master and fields[0] != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def _level2_serve(model_file: Path, tmp_path: Path, workers: int = 2) -> Iterator[tuple[str, int]]:
+    """``mlops-levels level2 serve`` on a free port with its own WORKBOOK_HOME: (base URL, pid)."""
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "WORKBOOK_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(MLOPS_LEVELS), "level2", "serve", "--model", str(model_file),
+                                 "--port", str(port), "--workers", str(workers)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(proc, lambda: http_ok(f"{base}/health"), what="level2 serve",
+                           log_path=log)
+        _wait_for(lambda: len(_worker_pids(proc.pid)) == workers, f"{workers} workers run")
+        yield base, proc.pid
+    finally:
+        stop_process_group(proc.pid, timeout=30)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_workers_that_restart_or_die_leave_predictions_and_metrics_working(
+        linear_model_file: Path, tmp_path: Path) -> None:
+    """HUP (all workers replaced), TTIN then TTOU (one worker stopped) and SIGKILL of a worker:
+    afterwards /predict and /metrics still answer 200, and the counters of the workers that
+    exited still count (prometheus_client keeps a dead worker's counter files)."""
+    predicted = 0
+
+    def burst(base: str, n: int = 40) -> None:
+        nonlocal predicted
+        with ThreadPoolExecutor(4) as pool:
+            statuses = [s for s, _ in pool.map(lambda _: _request(f"{base}/predict", RIDE),
+                                               range(n))]
+        assert statuses == [200] * n
+        predicted += n
+
+    def check_metrics(base: str) -> None:
+        status, body = _request(f"{base}/metrics")
+        assert status == 200, body[:300]
+        text = body.decode()
+        assert _metric(text, "taxi_predictions_total") == predicted
+        assert _metric(text, "taxi_http_requests_total", endpoint="/predict",
+                       status="200") == predicted
+        assert _metric(text, "taxi_model_info") == 1
+
+    with _level2_serve(linear_model_file, tmp_path) as (base, master):
+        burst(base)
+        old = _worker_pids(master)
+        os.kill(master, signal.SIGHUP)  # reload: every worker is replaced by a new one
+        _wait_for(lambda: len(_worker_pids(master)) == 2 and not old & _worker_pids(master),
+                  "HUP replaced both workers")
+        burst(base)
+        check_metrics(base)
+
+        before = _worker_pids(master)
+        os.kill(master, signal.SIGTTIN)  # one worker more ...
+        _wait_for(lambda: len(_worker_pids(master)) == 3, "TTIN added a worker")
+        os.kill(master, signal.SIGTTOU)  # ... and one less: the oldest exits gracefully
+        _wait_for(lambda: len(_worker_pids(master)) == 2 and len(before & _worker_pids(master))
+                  == 1, "TTOU stopped an old worker")
+        burst(base)
+        check_metrics(base)
+
+        victim = min(_worker_pids(master))
+        os.kill(victim, signal.SIGKILL)  # a crash: the master replaces the worker
+        _wait_for(lambda: victim not in _worker_pids(master)
+                  and len(_worker_pids(master)) == 2, "the killed worker was replaced")
+        burst(base)
+        check_metrics(base)
+        assert list((tmp_path / "home" / "run").glob("prometheus-*/counter_*.db"))
+    assert not list((tmp_path / "home" / "run").glob("prometheus-*")), "folder left behind"

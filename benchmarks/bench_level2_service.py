@@ -224,10 +224,10 @@ def _profile_in_process(ours_model: Path, baseline_model: Path, single: str,
             "ours_parse_and_validate": _per_call_us(lambda d=data: parser.parse(d), n),
             "ours_predict": _per_call_us(lambda r=rides: loaded.predict(r), n),
             "ours_prometheus": _per_call_us(
-                lambda m=minutes: (metrics.observe_predictions("v1", m),
+                lambda m=minutes: (metrics.observe_predictions("1", "champion", m),
                                    metrics.observe_request("/predict", "POST", 200, 0.001)), n),
             "ours_encode": _per_call_us(
-                lambda m=minutes, o=one: predictions_body(m, "v1", o), n),
+                lambda m=minutes, o=one: predictions_body(m, {"model_version": "1"}, o), n),
             "ours_whole_request_wsgi": _per_call_us(lambda d=data: _call_wsgi(app, d), n),
             "baseline_json_parse": _per_call_us(lambda d=data: json.loads(d), n),
             "baseline_dicts_transform_predict": _per_call_us(

@@ -1,48 +1,68 @@
-"""The prediction web service: ``create_app(model_source, config)``, the flaskr app-factory pattern.
+"""The prediction web service: ``create_app(model_source, config, sink=None)``, the flaskr
+app-factory pattern.
 
 Endpoints (``openapi.yaml`` describes them):
 
-- ``POST /predict``: one ride object → ``{"duration": minutes, "model_version": "v3"}``; a JSON list
-  of up to ``MAX_RIDES`` rides → a list of those, predicted in one vectorised call.
-- ``GET /health``: 200 with the model version when a model is loaded, 503 when not.
+- ``POST /predict``: one ride object → ``{"duration": minutes, "model_version": "3"}``; a JSON list
+  of up to ``MAX_RIDES`` rides → a list of those, predicted in one vectorised call. An app
+  configured with ``RESPONSE_FIELDS`` adds ``variant`` and/or ``request_id`` to each prediction.
+- ``GET /health``: 200 with the model version(s) when a model is loaded, 503 when not.
 - ``GET /metrics``: Prometheus text (requests, latency, predictions, predicted values, model).
 - ``GET /openapi.yaml``: the API description shipped in the package.
 
 Every error is JSON, ``{"error": code, "message": one line, "field", "index", "reason"}``, with a
-4xx status for anything a client can cause and never a traceback. The model comes from a
-``ModelSource`` (level 2: a file; level 4: the registry), asked on every request.
+4xx status for anything a client can cause, ``internal_error`` for every 500, and never a
+traceback. The model comes from a ``ModelSource`` (level 2: a file; level 4: the registry), which
+chooses the model of each request; served predictions go to an optional ``PredictionSink``.
+Every response the client gets is counted, once, by a WSGI wrapper around the Flask app (after
+every after_request function and error handler); a failing metric never fails a request.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
+from logging import Logger
 from typing import Any
 
 import msgspec
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from level2_devops.service.metrics import ServiceMetrics
-from level2_devops.service.model_source import ModelSource, ModelUnavailableError
+from level2_devops.service.model_source import (
+    ModelSource,
+    ModelUnavailableError,
+    PredictionRequest,
+    Served,
+)
 from level2_devops.service.rides import DEFAULT_MAX_RIDES, RideError, RideParser
+from level2_devops.service.sink import PredictionRecord, PredictionSink
 
 EXTENSION = "taxi_service"
+OPTIONAL_RESPONSE_FIELDS = ("variant", "request_id")
 DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes; 10,000 rides take about 0.7 MB
     "MAX_RIDES": DEFAULT_MAX_RIDES,
+    "ACCEPT_RIDE_ID": False,  # level 4: rides may carry an optional "ride_id" string
+    "RESPONSE_FIELDS": (),  # level 4: any of OPTIONAL_RESPONSE_FIELDS, added to each prediction
 }
 JSON = "application/json"
+INTERNAL_ERROR_MESSAGE = "internal server error: the server log has the details"
+FAILURE_LOG_INTERVAL = 60.0  # seconds between two log lines about the same failing part
+ENDPOINT_KEY = "taxi.endpoint"  # WSGI environ key: the route that matched the request
 
 api = Blueprint("api", __name__)
 ops = Blueprint("ops", __name__)
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServiceState:
     """What the views need, stored in ``app.extensions["taxi_service"]``."""
 
@@ -50,6 +70,37 @@ class ServiceState:
     metrics: ServiceMetrics
     parser: RideParser
     openapi: bytes
+    logger: Logger
+    sink: PredictionSink | None = None
+    with_variant: bool = False
+    with_request_id: bool = False
+    started_in: int | None = None  # the pid where start_service ran
+    last_logged: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def needs_request_id(self) -> bool:
+        """Requests get an id when a sink records them or the response shows it."""
+        return self.sink is not None or self.with_request_id
+
+    def report_failure(self, what: str) -> None:
+        """Log the exception being handled, at most once per ``FAILURE_LOG_INTERVAL`` per
+        ``what``: a broken metrics folder must not also flood the log at every request."""
+        now = time.monotonic()
+        if now - self.last_logged.get(what, -FAILURE_LOG_INTERVAL) >= FAILURE_LOG_INTERVAL:
+            self.last_logged[what] = now
+            self.logger.exception("%s failed; the request is answered anyway (this is logged "
+                                  "at most once every %.0f s)", what, FAILURE_LOG_INTERVAL)
+
+    def show_serving(self) -> None:
+        """Make ``taxi_model_info`` show what the source serves now (nothing if it cannot)."""
+        try:
+            try:
+                served = {s.variant: s.version for s in self.source.serving()}
+            except ModelUnavailableError:
+                served = {}
+            self.metrics.show_serving(served)
+        except Exception:
+            self.report_failure("updating taxi_model_info")
 
 
 def _state() -> ServiceState:
@@ -61,20 +112,43 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(_encode(payload), status=status, mimetype=JSON)
 
 
-def predictions_body(minutes: np.ndarray, version: str, single: bool) -> bytes:
-    """The response JSON: one object for a single ride, a list of objects for a batch.
+def predictions_body(minutes: np.ndarray, fields: Mapping[str, Any], single: bool) -> bytes:
+    """The response JSON: one object for a single ride, a list of objects for a batch; each
+    object is ``{"duration": minutes, **fields}`` (``fields``: model_version, maybe variant and
+    request_id, the same for every ride of the request; not empty).
 
-    A batch is encoded as one list of floats whose commas are then widened into the objects'
-    separators (``,"model_version":"v3"},{"duration":``): three times faster than encoding 1,000
-    dicts, and the same JSON (floats contain no commas; a test parses it back).
+    ``fields`` are encoded once; a batch's minutes are encoded as one list of floats whose commas
+    are then widened into the objects' separators (``,"model_version":"3"},{"duration":``):
+    three times faster than encoding 1,000 dicts, and the same JSON (floats contain no commas; a
+    test parses it back).
     """
+    tail = _encode(fields)[1:]  # '"model_version":"3",...}'
     if single:
-        return _encode({"duration": float(minutes[0]), "model_version": version})
-    version_json = _encode(version)
+        return b'{"duration":' + _encode(float(minutes[0])) + b"," + tail
     numbers = _encode(minutes.tolist())[1:-1]
-    separator = b',"model_version":' + version_json + b'},{"duration":'
-    return (b'[{"duration":' + numbers.replace(b",", separator)
-            + b',"model_version":' + version_json + b"}]")
+    return (b'[{"duration":' + numbers.replace(b",", b"," + tail + b',{"duration":')
+            + b"," + tail + b"]")
+
+
+def _response_fields(state: ServiceState, served: Served, request_id: str | None
+                     ) -> dict[str, Any]:
+    fields: dict[str, Any] = {"model_version": served.version}
+    if state.with_variant:
+        fields["variant"] = served.variant
+    if state.with_request_id:
+        fields["request_id"] = request_id
+    return fields
+
+
+def _record(state: ServiceState, request_id: str, served: Served, rides: Any,
+            minutes: np.ndarray) -> None:
+    """Hand the served prediction to the sink (which only enqueues); never fails the request."""
+    assert state.sink is not None
+    try:
+        state.sink.submit(PredictionRecord(request_id, time.time(), rides, served.variant,
+                                           served.version, minutes))
+    except Exception:
+        state.report_failure("the prediction sink")
 
 
 @api.post("/predict")
@@ -86,29 +160,40 @@ def predict() -> Response:
                         f"{request.mimetype or 'no content type'!r})",
                         status=415, code="unsupported_media_type")
     rides, single = state.parser.parse(request.get_data(cache=False))
-    model = state.source.load()
-    minutes = model.predict(rides)
+    request_id = uuid.uuid4().hex if state.needs_request_id else None
+    served = state.source.select(PredictionRequest(rides, request.headers, request_id))
+    minutes = served.model.predict(rides)
     if not np.isfinite(minutes).all():
-        raise ValueError(f"model {model.version} predicted a non-finite duration")
-    state.metrics.observe_predictions(model.version, minutes)
-    return Response(predictions_body(minutes, model.version, single), mimetype=JSON)
+        raise ValueError(f"model {served.version} predicted a non-finite duration")
+    try:
+        state.metrics.observe_predictions(served.version, served.variant, minutes)
+    except Exception:
+        state.report_failure("counting predictions")
+    if state.sink is not None:
+        _record(state, request_id, served, rides, minutes)
+    return Response(predictions_body(minutes, _response_fields(state, served, request_id),
+                                     single), mimetype=JSON)
 
 
 @ops.get("/health")
 def health() -> Response:
     """Liveness and readiness: 200 when a model is loaded, 503 when none can be."""
     try:
-        model = _state().source.load()
+        served = _state().source.serving()
     except ModelUnavailableError as exc:
         return json_response({"status": "unavailable", "error": "model_unavailable",
                               "message": str(exc)}, 503)
-    return json_response({"status": "ok", "model_version": model.version})
+    return json_response({"status": "ok", "model_version": served[0].version,
+                          "models": [{"variant": s.variant, "model_version": s.version}
+                                     for s in served]})
 
 
 @ops.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition, aggregated over gunicorn workers."""
-    body, content_type = _state().metrics.exposition()
+    state = _state()
+    state.show_serving()
+    body, content_type = state.metrics.exposition()
     return Response(body, content_type=content_type)
 
 
@@ -118,19 +203,46 @@ def openapi() -> Response:
     return Response(_state().openapi, mimetype="application/yaml")
 
 
-def _start_timer() -> None:
-    request.environ["taxi.start"] = time.perf_counter()
+def _remember_endpoint() -> None:
+    """Note the matched route for the request counter (unknown paths stay ``unmatched``)."""
+    rule = request.url_rule
+    if rule is not None:
+        request.environ[ENDPOINT_KEY] = rule.rule
 
 
-def _count_request(response: Response) -> Response:
-    """Count every response (errors too) by route, method and status, and time it."""
-    start = request.environ.get("taxi.start")
-    if start is not None:
-        rule = request.url_rule
-        _state().metrics.observe_request(rule.rule if rule is not None else "unmatched",
-                                         request.method, response.status_code,
-                                         time.perf_counter() - start)
-    return response
+class RequestCounter:
+    """WSGI middleware around the Flask app: counts and times every response as the client gets
+    it, by route, method and status, once; counting never raises.
+
+    It sits outside Flask on purpose: an ``after_request`` function that fails turns the response
+    into a 500 and Flask then skips the remaining ``after_request`` functions, so a counter
+    inside Flask would miss exactly the responses that went wrong.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], state: ServiceState) -> None:
+        self.wsgi_app, self.state = wsgi_app, state
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        start = time.perf_counter()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, recording_start_response)
+        finally:
+            self._count(environ, statuses[-1] if statuses else "500", time.perf_counter() - start)
+
+    def _count(self, environ: dict[str, Any], status: str, seconds: float) -> None:
+        try:
+            self.state.metrics.observe_request(environ.get(ENDPOINT_KEY, "unmatched"),
+                                               environ.get("REQUEST_METHOD", ""),
+                                               int(status[:3]), seconds)
+        except Exception:
+            self.state.report_failure("counting a request")
 
 
 def _ride_error(exc: RideError) -> Response:
@@ -164,39 +276,89 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _internal_error(exc: Exception) -> Response:
-    """Log the exception with its traceback server-side; tell the client only that it failed."""
+    """An exception a view raised: logged with its traceback server-side; the client is told
+    only that it failed."""
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
-    return _error_response("internal_error",
-                           "internal server error: the server log has the details", 500)
+    return _error_response("internal_error", INTERNAL_ERROR_MESSAGE, 500)
+
+
+def _internal_server_error(exc: InternalServerError) -> Response:
+    """Every other 500 (``abort(500)``, or an exception after the view, in an after_request
+    function, which Flask has logged already): the same body as :func:`_internal_error`."""
+    if exc.original_exception is None:
+        current_app.logger.error("500 on %s %s: %s", request.method, request.path,
+                                 exc.description)
+    return _error_response("internal_error", INTERNAL_ERROR_MESSAGE, 500)
 
 
 def _openapi_text() -> bytes:
     return files("level2_devops").joinpath("openapi.yaml").read_bytes()
 
 
-def create_app(model_source: ModelSource, config: Mapping[str, Any] | None = None) -> Flask:
-    """The Flask app serving ``model_source``; ``config`` overrides ``DEFAULT_CONFIG``.
+def _optional_fields(config: Mapping[str, Any]) -> set[str]:
+    fields = set(config["RESPONSE_FIELDS"])
+    if unknown := fields - set(OPTIONAL_RESPONSE_FIELDS):
+        raise ValueError(f"RESPONSE_FIELDS {sorted(unknown)} are not response fields: use "
+                         f"{', '.join(OPTIONAL_RESPONSE_FIELDS)}")
+    return fields
 
-    The model is loaded here once (under gunicorn ``--preload``: once, before the workers fork);
-    when it cannot be, the app still starts and ``/health`` answers 503.
+
+def create_app(model_source: ModelSource, config: Mapping[str, Any] | None = None, *,
+               sink: PredictionSink | None = None) -> Flask:
+    """The Flask app serving ``model_source``; ``config`` overrides ``DEFAULT_CONFIG``; every
+    served prediction goes to ``sink`` (None, level 2: nothing is recorded).
+
+    Nothing is loaded or started here: under gunicorn the app is made once in the master and
+    ``start_service`` runs in each worker after the fork. The first request loads the model if
+    nobody did before; when it cannot be loaded the app still runs and ``/health`` answers 503.
     """
     app = Flask(__name__)
     app.config.from_mapping(DEFAULT_CONFIG)
     if config:
         app.config.from_mapping(config)
-    state = ServiceState(model_source, ServiceMetrics(), RideParser(app.config["MAX_RIDES"]),
-                         _openapi_text())
+    fields = _optional_fields(app.config)
+    state = ServiceState(model_source, ServiceMetrics(),
+                         RideParser(app.config["MAX_RIDES"], app.config["ACCEPT_RIDE_ID"]),
+                         _openapi_text(), app.logger, sink, with_variant="variant" in fields,
+                         with_request_id="request_id" in fields)
     app.extensions[EXTENSION] = state
     app.register_blueprint(api)
     app.register_blueprint(ops)
-    app.before_request(_start_timer)
-    app.after_request(_count_request)
+    app.before_request(_remember_endpoint)
     app.register_error_handler(RideError, _ride_error)
     app.register_error_handler(ModelUnavailableError, _model_unavailable)
+    app.register_error_handler(InternalServerError, _internal_server_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
-    try:
-        state.metrics.set_model_version(model_source.load().version)
-    except ModelUnavailableError as exc:
-        app.logger.warning("no model loaded yet: %s", exc)
+    app.wsgi_app = RequestCounter(app.wsgi_app, state)  # type: ignore[method-assign]
     return app
+
+
+def start_service(app: Flask) -> None:
+    """Start the app's model source and sink in this process, once: gunicorn calls it in each
+    worker after the fork (``post_fork``); in-process users (tests) call it themselves."""
+    state: ServiceState = app.extensions[EXTENSION]
+    pid = os.getpid()
+    if state.started_in == pid:
+        return
+    state.source.start()
+    if state.sink is not None:
+        state.sink.start()
+    state.started_in = pid
+    state.show_serving()
+
+
+def close_service(app: Flask) -> None:
+    """Close the sink (it writes what is queued) and the source, in the process that started
+    them; anywhere else (gunicorn may call ``worker_exit`` in the master) it does nothing."""
+    state: ServiceState = app.extensions[EXTENSION]
+    if state.started_in != os.getpid():
+        return
+    state.started_in = None
+    for part, name in ((state.sink, "the prediction sink"), (state.source, "the model source")):
+        if part is None:
+            continue
+        try:
+            part.close()
+        except Exception:
+            app.logger.exception("closing %s failed", name)

@@ -55,7 +55,10 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every request to stderr."),
 ) -> None:
     """Serve a model with gunicorn: POST /predict, GET /health, /metrics and /openapi.yaml."""
+    from functools import partial
+
     from level2_devops.model_store import latest_model
+    from level2_devops.service.model_source import ModelFileSource
     from level2_devops.service.server import ServeOptions
     from level2_devops.service.server import serve as run_server
     from taxi_common.errors import WorkbookError
@@ -64,8 +67,8 @@ def serve(
     settings = Settings.from_env()
     try:
         path = model if model is not None else latest_model(settings.models_dir)
-        run_server(ServeOptions(model=path, host=host, port=port, workers=workers,
-                                access_log=access_log), settings)
+        run_server(ServeOptions(host=host, port=port, workers=workers, access_log=access_log),
+                   settings, partial(ModelFileSource, path))
     except WorkbookError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from exc

@@ -79,7 +79,7 @@ def run_level2(options: DemoOptions, settings: Settings, echo: Echo) -> LevelRes
     return LevelResult("2 devops", f"{result.metadata['model']} (versioned model file)",
                        float(result.metadata["metrics"]["val_rmse"]), str(result.model_path),
                        time.perf_counter() - start,
-                       [f"service predicted {answer['duration']:.2f} min with "
+                       [f"service predicted {answer['duration']:.2f} min with model "
                         f"{answer['model_version']}; /metrics: {served}"])
 
 

@@ -6,13 +6,19 @@ prometheus_client is imported: every worker then writes its values to memory-map
 ``/metrics`` aggregates all of them (``MultiProcessCollector``), and gunicorn's ``child_exit`` hook
 calls :func:`mark_worker_dead` so live gauges of a dead worker disappear.
 
+The folder belongs to the process that made it (the gunicorn master): a worker that exits leaves
+it alone, and the counters of exited workers keep counting (their files stay, as
+prometheus_client intends for counters and histograms).
+
 Exposed metrics (names as Prometheus shows them):
 
 - ``taxi_http_requests_total{endpoint, method, status}``
 - ``taxi_http_request_duration_seconds{endpoint}`` (histogram)
-- ``taxi_predictions_total{model_version}``: rides predicted
-- ``taxi_predicted_duration_minutes`` (histogram of predicted values)
-- ``taxi_model_info{version}``: 1 for the model being served
+- ``taxi_predictions_total{model_version, variant}``: rides predicted
+- ``taxi_predicted_duration_minutes{variant}`` (histogram of predicted values)
+- ``taxi_model_info{model_version, variant}``: 1 while some live worker serves that version as
+  that variant (multiprocess mode ``livemax``: a dead worker's value goes, and under A/B the
+  champion's and the challenger's lines are separate, so neither flips the other to 0)
 """
 
 from __future__ import annotations
@@ -68,17 +74,19 @@ class ServiceMetrics:
         self.latency = Histogram("taxi_http_request_duration_seconds",
                                  "Time from request start to response, in seconds.",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=reg)
-        self.predictions = Counter("taxi_predictions", "Rides predicted.", ["model_version"],
-                                   registry=reg)
+        self.predictions = Counter("taxi_predictions", "Rides predicted.",
+                                   ["model_version", "variant"], registry=reg)
         self.predicted_minutes = Histogram("taxi_predicted_duration_minutes",
-                                           "Predicted trip durations, in minutes.",
+                                           "Predicted trip durations, in minutes.", ["variant"],
                                            buckets=MINUTES_BUCKETS, registry=reg)
-        self.model_info = Gauge("taxi_model_info", "1 for the model version being served.",
-                                ["version"], multiprocess_mode="mostrecent", registry=reg)
+        self.model_info = Gauge("taxi_model_info",
+                                "1 for each model version served, by variant.",
+                                ["model_version", "variant"], multiprocess_mode="livemax",
+                                registry=reg)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
-        self._prediction_children: dict[str, Counter] = {}
-        self._model_version: str | None = None
+        self._prediction_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._serving: dict[str, str] = {}  # variant -> version marked 1 by this process
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label children are cached: labels() is costly)."""
@@ -93,25 +101,42 @@ class ServiceMetrics:
             latency = self._latency_children[endpoint] = self.latency.labels(endpoint)
         latency.observe(seconds)
 
-    def observe_predictions(self, version: str, minutes: np.ndarray) -> None:
-        """Count the rides of one response and their predicted durations."""
-        if version != self._model_version:
-            self.set_model_version(version)
-        counter = self._prediction_children.get(version)
-        if counter is None:
-            counter = self._prediction_children[version] = self.predictions.labels(version)
+    def observe_predictions(self, version: str, variant: str, minutes: np.ndarray) -> None:
+        """Count the rides of one response served by ``version`` as ``variant``, and their
+        predicted durations."""
+        if self._serving.get(variant) != version:
+            self.mark_serving(variant, version)
+        children = self._prediction_children.get((version, variant))
+        if children is None:
+            children = self._prediction_children[(version, variant)] = (
+                self.predictions.labels(version, variant), self.predicted_minutes.labels(variant))
+        counter, histogram = children
         counter.inc(len(minutes))
         if len(minutes) == 1:
-            self.predicted_minutes.observe(float(minutes[0]))
+            histogram.observe(float(minutes[0]))
         else:
-            observe_many(self.predicted_minutes, minutes)
+            observe_many(histogram, minutes)
 
-    def set_model_version(self, version: str) -> None:
-        """Mark ``version`` as the model served (and the one served before as no longer)."""
-        if self._model_version is not None and self._model_version != version:
-            self.model_info.labels(self._model_version).set(0)
-        self.model_info.labels(version).set(1)
-        self._model_version = version
+    def mark_serving(self, variant: str, version: str | None) -> None:
+        """Set ``taxi_model_info`` to 1 for ``version`` as ``variant`` and to 0 for the version
+        this process served as ``variant`` before (``version`` None: the variant is gone)."""
+        previous = self._serving.get(variant)
+        if previous is not None and previous != version:
+            self.model_info.labels(previous, variant).set(0)
+        if version is None:
+            self._serving.pop(variant, None)
+            return
+        self.model_info.labels(version, variant).set(1)
+        self._serving[variant] = version
+
+    def show_serving(self, served: dict[str, str]) -> None:
+        """Make ``taxi_model_info`` say exactly ``served`` (variant -> version) for this
+        process: a reload or a challenger that went away is seen without any prediction."""
+        for variant in [v for v in self._serving if v not in served]:
+            self.mark_serving(variant, None)
+        for variant, version in served.items():
+            if self._serving.get(variant) != version:
+                self.mark_serving(variant, version)
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess mode) or of this app."""

@@ -1,9 +1,22 @@
 """Where the service gets its model: the ``ModelSource`` protocol and level 2's ``ModelFileSource``.
 
-The app asks its source for the model on every request (``source.load()``), so a source decides
-what "the current model" is: level 2's is one file, loaded once; level 4's serves the registry's
-champion and challenger and reloads when an alias moves. A loaded model predicts from arrays
-(``RideBatch``), never from request JSON.
+The app asks its source on every request which model serves it: ``source.select(request)``
+returns a ``Served`` (the model, its version and its *variant*). The source decides what "the
+current model" is: level 2's is one file, loaded once, always variant ``champion``; level 4's
+serves the registry's champion and challenger (chosen per request, sticky on ``ride_id``) and
+reloads when an alias moves. A loaded model predicts from arrays (``RideBatch``), never from
+request JSON.
+
+A source's life under gunicorn (``service.server``): it is *built* once in the master, before
+the workers fork (so a model loaded then is in memory once, shared copy-on-write); ``start()``
+runs in each worker after the fork and ``close()`` when the worker exits. Threads do not survive
+``fork()``, so anything that runs in the background (a poller that reloads the model, a
+database engine, an MLflow client) must be created in ``start()``: a reload then happens inside
+each worker, independently.
+
+Versions are plain strings at every level, as MLflow writes them: ``"3"``, never ``"v3"``
+(level 2's file ``taxi-duration-v3.pkl`` serves version ``"3"``). Responses, ``/health`` and
+the metric labels use the same string.
 
 ``LinearLookupModel`` serves the one-hot linear pipelines (``TripFeaturizer`` + a linear
 regressor) without pandas or scipy: the prediction is ``(table[pu, do] + coef_distance · d) +
@@ -14,8 +27,10 @@ pipeline is served by ``PipelineModel`` (a DataFrame and ``pipeline.predict``).
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +38,8 @@ import numpy as np
 
 from level2_devops.service.rides import MAX_ZONE, RideBatch
 from taxi_common.errors import WorkbookError
+
+DEFAULT_VARIANT = "champion"
 
 
 class ModelUnavailableError(WorkbookError):
@@ -40,13 +57,61 @@ class LoadedModel(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PredictionRequest:
+    """What a source may look at to choose the model of one request.
+
+    ``rides.ride_ids`` holds each ride's optional ``ride_id`` when the app accepts that field
+    (``ACCEPT_RIDE_ID``), else None; ``headers`` are the HTTP request headers (read-only);
+    ``request_id`` is set when the app gives requests an id (a sink or ``RESPONSE_FIELDS``).
+    """
+
+    rides: RideBatch
+    headers: Mapping[str, str]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The model chosen for a request: the model, its version, and the variant it serves as."""
+
+    model: LoadedModel
+    version: str
+    variant: str = DEFAULT_VARIANT
+
+
 @runtime_checkable
 class ModelSource(Protocol):
-    """Gives the service the model to use now; cheap after the first call."""
+    """Chooses the model of each request; cheap per call (no I/O on the request path)."""
 
-    def load(self) -> LoadedModel:
-        """The current model; ``ModelUnavailableError`` when there is none."""
+    def select(self, request: PredictionRequest) -> Served:
+        """The model for ``request``; ``ModelUnavailableError`` when there is none."""
         ...
+
+    def serving(self) -> tuple[Served, ...]:
+        """Every model served now, the default variant first; ``ModelUnavailableError`` when
+        there is none (``/health`` then answers 503)."""
+        ...
+
+    def start(self) -> None:
+        """Start background work (threads, connections); in each worker, after the fork."""
+        ...
+
+    def close(self) -> None:
+        """Stop what ``start`` started; when the worker exits."""
+        ...
+
+
+SourceFactory = Callable[[], ModelSource]
+"""What ``level2 serve`` is given: it builds the source once, in the gunicorn master."""
+
+_FILE_VERSION = re.compile(r"v(\d+)")
+
+
+def served_version(label: str) -> str:
+    """The plain version string of a model file's version label: ``"v3"`` -> ``"3"``."""
+    match = _FILE_VERSION.fullmatch(label)
+    return match[1] if match else label
 
 
 class PipelineModel:
@@ -121,22 +186,45 @@ def serving_model(pipeline: Any, version: str) -> LoadedModel:
 
 
 class ModelFileSource:
-    """Level 2's source: one model file written by ``model_store.save_model``, loaded once."""
+    """Level 2's source: one model file written by ``model_store.save_model``, loaded once and
+    served to every request as variant ``champion``."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._model: LoadedModel | None = None
+        self._served: Served | None = None
         self._lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     def load(self) -> LoadedModel:
         """The model in the file (read on the first call); a clear error if it cannot be read."""
-        model = self._model
-        if model is None:
+        return self._load().model
+
+    def select(self, request: PredictionRequest) -> Served:
+        """The file's model, whatever the request."""
+        served = self._served
+        return served if served is not None else self._load()
+
+    def serving(self) -> tuple[Served, ...]:
+        """The file's model (read on the first call)."""
+        return (self._load(),)
+
+    def start(self) -> None:
+        """Nothing to start: the file is read once, before the workers fork."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def _load(self) -> Served:
+        served = self._served
+        if served is None:
             with self._lock:
-                if self._model is None:
-                    self._model = self._read()
-                model = self._model
-        return model
+                if self._served is None:
+                    model = self._read()
+                    self._served = Served(model, model.version, DEFAULT_VARIANT)
+                served = self._served
+        return served
 
     def _read(self) -> LoadedModel:
         """Unpickle the file and wrap it for serving."""
@@ -146,4 +234,4 @@ class ModelFileSource:
             pipeline, metadata = load_model(self.path)
         except WorkbookError as exc:
             raise ModelUnavailableError(str(exc)) from exc
-        return serving_model(pipeline, str(metadata["version"]))
+        return serving_model(pipeline, served_version(str(metadata["version"])))

@@ -8,6 +8,11 @@ name the field and the list index. Booleans are not numbers and strings are not 
 
 Why 200 miles: the longest plausible NYC taxi trip (to the edge of the TLC's area and back) is
 well under 200 miles, while the real files carry typos of up to 244,152 miles.
+
+An app configured with ``ACCEPT_RIDE_ID`` (level 4) also accepts an optional ``ride_id`` on each
+ride, a string of 1 to 128 characters that a model source may use to keep a ride on the same
+variant (sticky A/B); ``RideBatch.ride_ids`` then holds one id or None per ride. By default
+(level 2) ``ride_id`` is an unknown field like any other, and ``ride_ids`` is None.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,14 +34,18 @@ MIN_ZONE, MAX_ZONE = 1, 265
 MAX_TRIP_MILES = 200.0
 DEFAULT_MAX_RIDES = 10_000
 FIELDS = ("PULocationID", "DOLocationID", "trip_distance")
+RIDE_ID = "ride_id"
+MAX_RIDE_ID_LENGTH = 128
 RULES = {
     "PULocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
     "DOLocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
     "trip_distance": f"a finite number of miles from 0 to {MAX_TRIP_MILES:g}",
+    RIDE_ID: f"a string of 1 to {MAX_RIDE_ID_LENGTH} characters, or null",
 }
 
 Zone = Annotated[int, msgspec.Meta(ge=MIN_ZONE, le=MAX_ZONE)]
 Miles = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TRIP_MILES)]
+RideId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RIDE_ID_LENGTH)]
 
 
 class Ride(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -46,24 +56,33 @@ class Ride(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     trip_distance: Miles
 
 
+class RideWithId(Ride, forbid_unknown_fields=True, gc=False):
+    """A ride that may carry a ``ride_id`` (apps configured with ``ACCEPT_RIDE_ID``)."""
+
+    ride_id: RideId | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class RideBatch:
-    """Validated rides as arrays: pickup and drop-off zone IDs (int64), distance in miles."""
+    """Validated rides as arrays: pickup and drop-off zone IDs (int64), distance in miles; and
+    each ride's ``ride_id`` (or None) when the parser accepts that field, else None."""
 
     pickup: np.ndarray
     dropoff: np.ndarray
     distance: np.ndarray
+    ride_ids: Sequence[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.distance)
 
     @classmethod
-    def from_rides(cls, rides: list[Ride]) -> RideBatch:
-        """Arrays from decoded ``Ride`` objects."""
+    def from_rides(cls, rides: list[Ride], with_ids: bool = False) -> RideBatch:
+        """Arrays from decoded ``Ride`` objects (``RideWithId`` objects when ``with_ids``)."""
         n = len(rides)
         return cls(np.fromiter([r.PULocationID for r in rides], np.int64, n),
                    np.fromiter([r.DOLocationID for r in rides], np.int64, n),
-                   np.fromiter([r.trip_distance for r in rides], np.float64, n))
+                   np.fromiter([r.trip_distance for r in rides], np.float64, n),
+                   [r.ride_id for r in rides] if with_ids else None)
 
     def to_frame(self) -> pd.DataFrame:
         """The raw-trip DataFrame a model pipeline takes."""
@@ -103,8 +122,10 @@ _PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?(?:\.(?P
 _NAMED_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
 
 
-def _validation_error(exc: msgspec.ValidationError, max_rides: int) -> RideError:
-    """Our error from msgspec's, e.g. "Expected `int`, got `str` - at `$[3].PULocationID`"."""
+def _validation_error(exc: msgspec.ValidationError, max_rides: int,
+                      accepted: str = ", ".join(FIELDS)) -> RideError:
+    """Our error from msgspec's, e.g. "Expected `int`, got `str` - at `$[3].PULocationID`";
+    ``accepted`` names the fields a ride may have."""
     match = _PATH.match(str(exc))
     assert match is not None  # the pattern matches any string
     reason, field = match["reason"], match["field"]
@@ -115,7 +136,7 @@ def _validation_error(exc: msgspec.ValidationError, max_rides: int) -> RideError
         return RideError("must be one ride object or a JSON list of ride objects",
                          code="invalid_body")
     if reason.startswith("Object contains unknown field"):
-        return RideError(f"is not a ride field: send exactly {', '.join(FIELDS)}",
+        return RideError(f"is not a ride field: send exactly {accepted}",
                          field=field, index=index)
     if reason.startswith("Object missing required field"):
         return RideError(f"is missing: a ride needs {', '.join(FIELDS)}", field=field,
@@ -156,23 +177,30 @@ def _malformed(data: bytes, exc: msgspec.DecodeError) -> RideError:
 
 
 class RideParser:
-    """Decodes and validates request bodies; one instance per app (it holds the decoder)."""
+    """Decodes and validates request bodies; one instance per app (it holds the decoder).
 
-    def __init__(self, max_rides: int = DEFAULT_MAX_RIDES) -> None:
-        self.max_rides = max_rides
-        batch = Annotated[list[Ride], msgspec.Meta(min_length=1, max_length=max_rides)]
-        self._decoder = msgspec.json.Decoder(Ride | batch)
+    ``accept_ride_id``: rides may carry an optional ``ride_id`` (see the module docstring).
+    """
+
+    def __init__(self, max_rides: int = DEFAULT_MAX_RIDES, accept_ride_id: bool = False) -> None:
+        self.max_rides, self.accept_ride_id = max_rides, accept_ride_id
+        ride = RideWithId if accept_ride_id else Ride
+        batch = Annotated[list[ride], msgspec.Meta(min_length=1, max_length=max_rides)]
+        self._decoder = msgspec.json.Decoder(ride | batch)
+        self._accepted = ", ".join(FIELDS) + (f" (and optionally {RIDE_ID})"
+                                              if accept_ride_id else "")
 
     def parse(self, data: bytes) -> tuple[RideBatch, bool]:
         """The rides in ``data`` and whether the body was a single ride (not a list)."""
         try:
             decoded = self._decoder.decode(data)
         except msgspec.ValidationError as exc:
-            raise _validation_error(exc, self.max_rides) from None
+            raise _validation_error(exc, self.max_rides, self._accepted) from None
         except msgspec.DecodeError as exc:
             raise _malformed(data, exc) from None
         if isinstance(decoded, Ride):
             return RideBatch(np.array([decoded.PULocationID], np.int64),
                              np.array([decoded.DOLocationID], np.int64),
-                             np.array([decoded.trip_distance], np.float64)), True
-        return RideBatch.from_rides(decoded), False
+                             np.array([decoded.trip_distance], np.float64),
+                             [decoded.ride_id] if self.accept_ride_id else None), True
+        return RideBatch.from_rides(decoded, self.accept_ride_id), False

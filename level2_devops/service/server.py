@@ -1,10 +1,22 @@
 """Run the service under gunicorn, in this process: ``mlops-levels level2 serve``.
 
-gunicorn is started through its ``BaseApplication`` API rather than a config file, so the model is
-loaded (and a bad file reported in one line) before any socket is bound, and the app the workers
-fork from is the one built here (``preload_app``: the model is in memory once, shared
-copy-on-write). Prometheus' multiprocess folder is fresh for every run, under WORKBOOK_HOME, and
-removed when the server exits.
+``serve(options, settings, source_factory, sink_factory=None)``: the command line builds the
+factory (level 2: ``ModelFileSource`` on a file; level 4: the registry) and this module decides
+when it runs. In order, in the process that becomes the gunicorn master:
+
+1. the port is checked;
+2. Prometheus' multiprocess folder is made (fresh for every run, under WORKBOOK_HOME) and
+   exported, so that every metric made from here on, the source's own included, is shared
+   between workers;
+3. the source is built, once, and its model loaded (a bad file is reported in one line, and the
+   folder removed, before any socket is bound); the sink is built; the app is made;
+4. gunicorn runs with ``preload_app``: the workers fork from this app, the model is in memory
+   once, shared copy-on-write. ``post_fork`` starts the source and the sink in each worker
+   (threads made before a fork do not run in the child, so a poller that reloads the model runs
+   in every worker, and each worker reloads on its own); ``worker_exit`` closes them.
+
+The folder belongs to the master: a worker that exits (HUP, TTOU, timeout, a crash) leaves it in
+place, and ``child_exit`` marks the worker's live gauges dead. The master removes it when it stops.
 """
 
 from __future__ import annotations
@@ -15,21 +27,24 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taxi_common.errors import BadInputError
 from taxi_common.settings import Settings
 
+if TYPE_CHECKING:
+    from level2_devops.service.model_source import SourceFactory
+    from level2_devops.service.sink import SinkFactory
+
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """What ``level2 serve`` was asked for."""
+    """What ``level2 serve`` was asked for (the model comes from the source factory)."""
 
-    model: Path
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
@@ -89,17 +104,22 @@ def multiprocess_dir(settings: Settings) -> Iterator[Path]:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook: a worker exited, so its live Prometheus gauges go."""
+    """gunicorn hook, in the master: a worker exited, so its live Prometheus gauges go."""
     from level2_devops.service.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
 
 
-def gunicorn_settings(options: ServeOptions, metrics_dir: Path) -> dict[str, Any]:
-    """The gunicorn settings of a run (names as in gunicorn's config file)."""
+def gunicorn_settings(options: ServeOptions, app: Any) -> dict[str, Any]:
+    """The gunicorn settings of a run (names as in gunicorn's config file); the hooks start
+    ``app``'s source and sink in each worker after the fork and close them when it exits."""
+    from level2_devops.app import close_service, start_service
 
-    def on_exit(server: Any) -> None:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    def post_fork(server: Any, worker: Any) -> None:
+        start_service(app)
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        close_service(app)
 
     return {
         "bind": [f"[{options.host}]:{options.port}" if ":" in options.host
@@ -112,8 +132,9 @@ def gunicorn_settings(options: ServeOptions, metrics_dir: Path) -> dict[str, Any
         "errorlog": "-",
         "timeout": options.timeout,
         "proc_name": "taxi-duration-service",
+        "post_fork": post_fork,
+        "worker_exit": worker_exit,
         "child_exit": _child_exit,
-        "on_exit": on_exit,
     }
 
 
@@ -132,19 +153,24 @@ def run_gunicorn(wsgi_app: Any, settings: dict[str, Any]) -> None:
     _Server(prog="mlops-levels level2 serve").run()
 
 
-def serve(options: ServeOptions, settings: Settings) -> None:
-    """Check the port and the model, then serve the model under gunicorn (blocks)."""
+def serve(options: ServeOptions, settings: Settings, source_factory: SourceFactory, *,
+          sink_factory: SinkFactory | None = None,
+          app_config: Mapping[str, Any] | None = None) -> None:
+    """Serve the source that ``source_factory`` builds under gunicorn (blocks); the order of
+    the steps is in the module docstring. ``sink_factory`` and ``app_config`` go to
+    ``create_app``. A model that cannot be loaded ends here, in one line, before any socket is
+    bound."""
     if options.workers < 1:
         raise BadInputError(f"--workers {options.workers}: use 1 or more")
     check_port_free(options.host, options.port)
-    from level2_devops.service.model_source import ModelFileSource
-
-    source = ModelFileSource(options.model)
-    model = source.load()  # fail here, in one line, before anything is set up
     with multiprocess_dir(settings) as metrics_dir:
         from level2_devops.app import create_app
 
-        app = create_app(source)
-        print(f"serving model {model.version} ({options.model}) on "
-              f"http://{options.host}:{options.port} with {options.workers} workers", flush=True)
-        run_gunicorn(app, gunicorn_settings(options, metrics_dir))
+        source = source_factory()
+        served = source.serving()  # loads the model once, in the master
+        sink = sink_factory() if sink_factory is not None else None
+        app = create_app(source, app_config, sink=sink)
+        models = ", ".join(f"{s.variant} {s.version}" for s in served)
+        print(f"serving {models} ({source}) on http://{options.host}:{options.port} with "
+              f"{options.workers} workers (metrics in {metrics_dir})", flush=True)
+        run_gunicorn(app, gunicorn_settings(options, app))

@@ -81,11 +81,15 @@ def linear_model_file(tmp_path_factory: pytest.TempPathFactory, service_trips: p
 
 @pytest.fixture
 def service_app(linear_model_file):
-    """The service app on ``linear_model_file`` (flaskr's ``app`` fixture)."""
-    from level2_devops.app import create_app
+    """The service app on ``linear_model_file`` (flaskr's ``app`` fixture), started as a
+    gunicorn worker starts it, and closed afterwards."""
+    from level2_devops.app import close_service, create_app, start_service
     from level2_devops.service.model_source import ModelFileSource
 
-    return create_app(ModelFileSource(linear_model_file), {"TESTING": True})
+    app = create_app(ModelFileSource(linear_model_file), {"TESTING": True})
+    start_service(app)
+    yield app
+    close_service(app)
 
 
 @pytest.fixture

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from flask import abort, request
 from prometheus_client.parser import text_string_to_metric_families
 
 from level2_devops.app import create_app
 from level2_devops.model_store import load_model
-from level2_devops.service.model_source import ModelFileSource
+from level2_devops.service.model_source import ModelFileSource, PredictionRequest, Served
 from level2_devops.service.rides import RideBatch
 
 RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
@@ -45,7 +47,8 @@ def test_one_ride_gets_the_pipelines_prediction_and_the_model_version(
     assert response.mimetype == "application/json"
     body = response.get_json()
     assert set(body) == {"duration", "model_version"}
-    assert body["model_version"] == metadata["version"] == "v1"
+    assert metadata["version"] == "v1"  # the file's label; the service answers plain "1"
+    assert body["model_version"] == "1"
     assert body["duration"] == _expected(pipeline, [RIDE])[0]  # exact, not approximate
 
 
@@ -57,7 +60,7 @@ def test_a_batch_gets_the_pipelines_predictions_in_order(
     assert response.status_code == 200
     body = response.get_json()
     assert isinstance(body, list) and len(body) == 500
-    assert {b["model_version"] for b in body} == {"v1"}
+    assert {b["model_version"] for b in body} == {"1"}
     assert np.array_equal([b["duration"] for b in body], _expected(pipeline, rides))
 
 
@@ -112,6 +115,7 @@ BAD = [
      None),
     ("extra-field", _ride(passenger_count=1), None, 422, "invalid_ride", "passenger_count",
      None),
+    ("ride-id-by-default", _ride(ride_id="r-1"), None, 422, "invalid_ride", "ride_id", None),
     ("string-for-zone", _ride(PULocationID="130"), None, 422, "invalid_ride", "PULocationID",
      None),
     ("string-for-distance", _ride(trip_distance="3.66"), None, 422, "invalid_ride",
@@ -221,8 +225,19 @@ class _BrokenModel:
 
 
 class _BrokenSource:
-    def load(self) -> _BrokenModel:
-        return _BrokenModel()
+    served = Served(_BrokenModel(), "broken")
+
+    def select(self, request: PredictionRequest) -> Served:
+        return self.served
+
+    def serving(self) -> tuple[Served, ...]:
+        return (self.served,)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def test_an_unexpected_error_is_a_json_500_logged_server_side(caplog) -> None:
@@ -236,12 +251,74 @@ def test_an_unexpected_error_is_a_json_500_logged_server_side(caplog) -> None:
     assert any("the model exploded" in (r.exc_text or "") for r in caplog.records)
 
 
+INTERNAL_ERROR = {"error": "internal_error",
+                  "message": "internal server error: the server log has the details",
+                  "field": None, "index": None,
+                  "reason": "internal server error: the server log has the details"}
+
+
+def test_a_500_raised_after_the_view_has_the_same_shape_and_is_counted(
+        linear_model_file: Path, caplog) -> None:
+    """An after_request function that fails (level 4 adds its own) turns a 200 into a 500: the
+    client gets the documented ``internal_error`` body, and /metrics counts a 500."""
+    app = create_app(ModelFileSource(linear_model_file))
+
+    @app.after_request
+    def fail_on_predict(response):
+        if request.path == "/predict":
+            raise RuntimeError("after the view")
+        return response
+
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR):
+        response = _post(client, RIDE)
+    assert response.status_code == 500
+    assert response.get_json() == INTERNAL_ERROR
+    assert any("after the view" in (r.exc_text or "") for r in caplog.records)
+    samples = _samples(client)
+    assert _value(samples, "taxi_http_requests_total", endpoint="/predict", method="POST",
+                  status="500") == 1
+    assert _value(samples, "taxi_http_requests_total", endpoint="/predict", method="POST",
+                  status="200") == 0
+
+
+def test_an_explicit_internal_server_error_has_the_same_shape(linear_model_file: Path) -> None:
+    app = create_app(ModelFileSource(linear_model_file))
+
+    @app.get("/boom")
+    def boom():
+        abort(500)
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.get_json() == INTERNAL_ERROR
+
+
+def test_metrics_that_fail_never_fail_a_request(linear_model_file: Path, tmp_path: Path,
+                                                caplog) -> None:
+    """The real failure: Prometheus' multiprocess folder vanished under a worker. Counting then
+    raises FileNotFoundError; the prediction is still answered, and the error is logged."""
+    from level2_devops.service.server import multiprocess_dir
+    from taxi_common.settings import Settings
+
+    with multiprocess_dir(Settings(workbook_home=tmp_path)) as directory:
+        client = create_app(ModelFileSource(linear_model_file)).test_client()
+        shutil.rmtree(directory)
+        with caplog.at_level(logging.ERROR):
+            predict, health = _post(client, RIDE), client.get("/health")
+    assert predict.status_code == 200, predict.get_json()
+    assert predict.get_json()["duration"] > 0
+    assert health.status_code == 200
+    assert any("FileNotFoundError" in (r.exc_text or "") for r in caplog.records)
+
+
 # --- health ------------------------------------------------------------------------------------
 
 def test_health_is_ok_with_the_model_version(client) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "model_version": "v1"}
+    assert response.get_json() == {"status": "ok", "model_version": "1",
+                                   "models": [{"variant": "champion", "model_version": "1"}]}
 
 
 def test_without_a_model_health_and_predict_answer_503(tmp_path: Path) -> None:
@@ -287,14 +364,16 @@ def test_metrics_move_by_the_right_amounts(client, service_trips: pd.DataFrame) 
     assert delta("taxi_http_requests_total", endpoint="/health", method="GET",
                  status="200") == 1
     assert delta("taxi_http_request_duration_seconds_count", endpoint="/predict") == 7
-    assert delta("taxi_predictions_total", model_version="v1") == 45
-    assert delta("taxi_predicted_duration_minutes_count") == 45
-    assert delta("taxi_predicted_duration_minutes_sum") == pytest.approx(sum(singles + batch))
+    champion = {"variant": "champion"}
+    assert delta("taxi_predictions_total", model_version="1", **champion) == 45
+    assert delta("taxi_predicted_duration_minutes_count", **champion) == 45
+    assert delta("taxi_predicted_duration_minutes_sum", **champion) == pytest.approx(
+        sum(singles + batch))
     all_predictions = np.array(singles + batch)
     for bound in (5.0, 15.0, 30.0):
-        assert delta("taxi_predicted_duration_minutes_bucket", le=str(bound)) == int(
+        assert delta("taxi_predicted_duration_minutes_bucket", le=str(bound), **champion) == int(
             np.sum(all_predictions <= bound))
-    assert _value(after, "taxi_model_info", version="v1") == 1.0
+    assert _value(after, "taxi_model_info", model_version="1", **champion) == 1.0
 
 
 # --- the OpenAPI description -------------------------------------------------------------------

@@ -120,10 +120,17 @@ def test_observe_many_equals_one_observe_per_value() -> None:
         assert got[key] == pytest.approx(value), key
 
 
-@pytest.mark.parametrize("version", ["v1", 'odd "version" \\ name'])
-def test_the_batch_body_is_the_json_of_the_predictions(version) -> None:
-    minutes = np.array([12.5, 1e-7, 59.99999999999999, 3.0, 1234567.125])
-    body = json.loads(predictions_body(minutes, version, single=False))
-    assert body == [{"duration": m, "model_version": version} for m in minutes.tolist()]
-    single = json.loads(predictions_body(minutes[:1], version, single=True))
-    assert single == {"duration": 12.5, "model_version": version}
+@pytest.mark.parametrize("fields", [
+    {"model_version": "1"},
+    {"model_version": 'odd "version" \\ name, with a comma'},
+    {"model_version": "3", "variant": "challenger", "request_id": "0f1e2d,3c4b"},
+], ids=["version", "odd-version", "variant-and-request-id"])
+@pytest.mark.parametrize("minutes", [
+    np.array([12.5, 1e-7, 59.99999999999999, 3.0, 1234567.125]), np.array([7.25])],
+    ids=["five", "one"])
+def test_the_body_is_the_json_of_the_predictions(fields, minutes) -> None:
+    body = json.loads(predictions_body(minutes, fields, single=False))
+    assert body == [{"duration": m, **fields} for m in minutes.tolist()]
+    assert [list(b) for b in body] == [["duration", *fields]] * len(minutes)  # field order
+    single = json.loads(predictions_body(minutes[:1], fields, single=True))
+    assert single == {"duration": minutes[0], **fields}

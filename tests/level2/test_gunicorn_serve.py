@@ -89,7 +89,7 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
         assert status == 200 and len(json.loads(body)) == 25
         status, body = _request(f"{base}/predict", {"PULocationID": 0})
         assert status == 422 and json.loads(body)["error"] == "invalid_ride"
-        assert json.loads(_request(f"{base}/predict", RIDE)[1])["model_version"] == "v1"
+        assert json.loads(_request(f"{base}/predict", RIDE)[1])["model_version"] == "1"
 
         status, body = _request(f"{base}/metrics")
         text = body.decode()
@@ -97,11 +97,12 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
         ok = {"endpoint": "/predict", "method": "POST"}
         assert _metric(text, "taxi_http_requests_total", **ok, status="200") == sent + 2
         assert _metric(text, "taxi_http_requests_total", **ok, status="422") == 1
-        assert _metric(text, "taxi_predictions_total", model_version="v1") == sent + 26
+        assert _metric(text, "taxi_predictions_total", model_version="1",
+                       variant="champion") == sent + 26
         assert _metric(text, "taxi_predicted_duration_minutes_count") == sent + 26
         assert _metric(text, "taxi_http_request_duration_seconds_count",
                        endpoint="/predict") == sent + 3
-        assert _metric(text, "taxi_model_info", version="v1") == 1
+        assert _metric(text, "taxi_model_info", model_version="1", variant="champion") == 1
         assert _request(f"{base}/openapi.yaml")[0] == 200
     finally:
         stop_process_group(proc.pid, timeout=30)
@@ -162,10 +163,17 @@ def test_the_default_model_is_the_highest_version(tmp_path: Path) -> None:
 
 
 def test_a_refused_serve_leaves_the_environment_as_it_was(tmp_path: Path, monkeypatch) -> None:
-    """Serving in-process (tests, the demo) must not leak PROMETHEUS_MULTIPROC_DIR: a server
-    started later (Prefect uses prometheus_client too) would crash on the deleted folder."""
+    """The model is loaded after the metrics folder is made (so that a source's own metrics
+    are multiprocess too): a model that cannot be loaded must still leave no folder behind, and
+    must not leak PROMETHEUS_MULTIPROC_DIR into the process (tests and the demo serve
+    in-process; a server started later, Prefect uses prometheus_client too, would crash on the
+    deleted folder)."""
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(free_port())], tmp_path)
+    result = _serve(["--model", str(tmp_path / "nope.pkl"), "--port", str(free_port())],
+                    tmp_path)
+    _one_line_error(result, "nope.pkl does not exist")
+    assert (tmp_path / "run").is_dir(), "the refusal came before the metrics folder was made"
+    assert not list((tmp_path / "run").iterdir()), "metrics folder left behind"
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
@@ -275,3 +283,117 @@ def test_workers_that_restart_or_die_leave_predictions_and_metrics_working(
         check_metrics(base)
         assert list((tmp_path / "home" / "run").glob("prometheus-*/counter_*.db"))
     assert not list((tmp_path / "home" / "run").glob("prometheus-*")), "folder left behind"
+
+
+# --- the source and the sink start in each worker after the fork, and close when it exits -----
+
+LIFECYCLE_SERVER = '''
+"""level2's server.serve with a source and a sink that record where they start and close."""
+import os, queue, sys, threading
+from pathlib import Path
+
+from level2_devops.service.model_source import ModelFileSource
+from level2_devops.service.server import ServeOptions, serve
+from taxi_common.settings import Settings
+
+model, port, home, events = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+
+
+def note(line):
+    with open(events, "a") as out:  # one short write per line: atomic in append mode
+        out.write(line + "\\n")
+
+
+class ThreadedSource(ModelFileSource):
+    """The file's model, served only while a background thread (a poller) runs in this process."""
+
+    def start(self):
+        self.poller = threading.Thread(target=threading.Event().wait, daemon=True)
+        self.poller.start()
+        note(f"source-start {os.getpid()}")
+
+    def select(self, request):
+        if not self.poller.is_alive():
+            raise RuntimeError("the poller is not running in this worker")
+        return super().select(request)
+
+    def close(self):
+        note(f"source-close {os.getpid()}")
+
+
+class QueueSink:
+    """Records go to a queue; a thread writes them; close() flushes (level 4's shape)."""
+
+    def start(self):
+        self.queue = queue.Queue()
+        self.writer = threading.Thread(target=self._write)
+        self.writer.start()
+
+    def submit(self, record):
+        self.queue.put(record)
+
+    def _write(self):
+        while (record := self.queue.get()) is not None:
+            note(f"record {os.getpid()} {record.request_id} {len(record.minutes)} "
+                 f"{record.variant} {record.model_version}")
+
+    def close(self):
+        self.queue.put(None)
+        self.writer.join()
+        note(f"sink-close {os.getpid()}")
+
+
+note(f"master {os.getpid()}")
+serve(ServeOptions(port=port, workers=2), Settings(workbook_home=home),
+      lambda: ThreadedSource(model), sink_factory=QueueSink,
+      app_config={"RESPONSE_FIELDS": ("variant", "request_id")})
+'''
+
+
+@pytest.mark.slow
+def test_the_source_and_sink_start_after_the_fork_and_close_at_worker_exit(
+        linear_model_file: Path, tmp_path: Path) -> None:
+    script, events, log = tmp_path / "serve.py", tmp_path / "events.txt", tmp_path / "serve.log"
+    script.write_text(LIFECYCLE_SERVER)
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(script), str(linear_model_file), str(port),
+                                 str(tmp_path / "home"), str(events)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base, answers = f"http://127.0.0.1:{port}", []
+
+    def burst() -> None:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda n: _request(f"{base}/predict", [RIDE] * n),
+                                    [1, 3] * 10))
+        assert [status for status, _ in results] == [200] * 20, results[0]
+        answers.extend(json.loads(body) for _, body in results)
+
+    try:
+        wait_until_healthy(proc, lambda: http_ok(f"{base}/health"), what="serve.py",
+                           log_path=log)
+        _wait_for(lambda: len(_worker_pids(proc.pid)) == 2, "2 workers run")
+        burst()
+        old = _worker_pids(proc.pid)
+        os.kill(proc.pid, signal.SIGHUP)  # new workers: they start; the old ones close
+        _wait_for(lambda: len(_worker_pids(proc.pid)) == 2 and not old & _worker_pids(proc.pid),
+                  "HUP replaced both workers")
+        burst()
+    finally:
+        stop_process_group(proc.pid, timeout=30)
+    assert "Traceback" not in log.read_text()
+
+    lines = [line.split() for line in events.read_text().splitlines()]
+    master = {int(w[1]) for w in lines if w[0] == "master"}
+    started = [int(w[1]) for w in lines if w[0] == "source-start"]
+    assert master == {proc.pid} and len(started) == len(set(started)) == 4  # 2 workers x 2
+    assert proc.pid not in started  # never in the master: threads do not survive fork()
+    assert sorted(int(w[1]) for w in lines if w[0] == "source-close") == sorted(started)
+    assert sorted(int(w[1]) for w in lines if w[0] == "sink-close") == sorted(started)
+
+    records = [w for w in lines if w[0] == "record"]
+    assert {int(w[1]) for w in records} <= set(started)
+    assert {(w[4], w[5]) for w in records} == {("champion", "1")}
+    answered = {a[0]["request_id"]: len(a) for a in answers}
+    assert {w[2]: int(w[3]) for w in records} == answered  # every response, once, flushed

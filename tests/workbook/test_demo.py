@@ -43,7 +43,7 @@ def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch,
     assert level3.artifact == "models:/taxi-duration/1 @champion"
     assert (settings.workbook_home / "mlflow.db").is_file()
     assert any("gunicorn answered" in line for line in lines)
-    assert 'taxi_predictions_total{model_version="v1"} 1.0' in level2.notes[0]
+    assert 'taxi_predictions_total{model_version="1",variant="champion"} 1.0' in level2.notes[0]
 
     table = format_results([level1, level2, level3], options).splitlines()
     assert [line.split()[0] for line in table[2:5]] == ["1", "2", "3"]

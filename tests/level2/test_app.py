@@ -388,4 +388,12 @@ def test_the_openapi_description_is_served_and_matches_the_routes(client, servic
     assert set(spec["paths"]) == routes
     ride = spec["components"]["schemas"]["Ride"]
     assert set(ride["required"]) == set(RIDE)
+    assert set(ride["properties"]) == {*RIDE, "ride_id"}  # ride_id: optional, when configured
     assert ride["properties"]["trip_distance"]["maximum"] == 200
+    prediction = spec["components"]["schemas"]["Prediction"]
+    assert set(prediction["required"]) == set(_post(client, RIDE).get_json())
+    assert set(prediction["properties"]) == {"duration", "model_version", "variant",
+                                             "request_id"}
+    health = spec["paths"]["/health"]["get"]["responses"]["200"]["content"]
+    assert set(health["application/json"]["schema"]["required"]) == set(
+        client.get("/health").get_json())

@@ -1,4 +1,4 @@
-"""Batch scoring: a whole month scored by the champion into one parquet file, row group by row group.
+"""Batch scoring: a month scored by the champion into one parquet file, one row group at a time.
 
 The month's trips come from a parquet file (the TLC cache, or a synthetic month written once under
 ``$WORKBOOK_HOME/data/synthetic``). Each row group is read, scored and written on its own, so memory
@@ -86,17 +86,11 @@ def month_file(month: str, settings: Settings, *, source: str = "synthetic",
     return download_month(color, month, settings=settings, progress=True)
 
 
-def row_group_offsets(path: Path) -> list[tuple[int, int]]:
-    """``[(first row, rows)]`` of each row group of the parquet file."""
+def row_group_count(path: Path) -> int:
+    """How many row groups the parquet file has (the unit of work)."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
-    offsets, start = [], 0
-    for i in range(meta.num_row_groups):
-        rows = meta.row_group(i).num_rows
-        offsets.append((start, rows))
-        start += rows
-    return offsets
+    return pq.ParquetFile(path).metadata.num_row_groups
 
 
 def _servable(trips: pd.DataFrame, pickup: str, dropoff: str) -> np.ndarray:
@@ -111,11 +105,11 @@ def _servable(trips: pd.DataFrame, pickup: str, dropoff: str) -> np.ndarray:
     return zones_ok & np.isfinite(distance) & (distance >= 0) & (distance <= MAX_TRIP_MILES)
 
 
-def score_frame(trips: pd.DataFrame, model: Any, version: str, *, first_row: int = 0,
+def score_frame(trips: pd.DataFrame, model: Any, version: str, *,
                 color: str = "green") -> pd.DataFrame:
     """Score raw trips (TLC schema) with a serving model; the output columns of this module."""
     from level2_devops.service.rides import RideBatch
-    from level4_deployment.traffic import ride_ids
+    from level4_deployment.traffic import ride_id_for
     from taxi_common.schema import trip_columns
 
     cols = trip_columns(color)
@@ -128,7 +122,7 @@ def score_frame(trips: pd.DataFrame, model: Any, version: str, *, first_row: int
         predicted[ok] = model.predict(rides)
     actual = (trips[cols.dropoff] - trips[cols.pickup]).dt.total_seconds().to_numpy() / 60.0
     return pd.DataFrame({
-        "ride_id": ride_ids(trips, first_row=first_row, color=color),
+        "ride_id": ride_id_for(trips, color).to_numpy(),
         "pickup_datetime": trips[cols.pickup].to_numpy(),
         "PULocationID": trips[cols.pickup_zone].astype("Int64").to_numpy(),
         "DOLocationID": trips[cols.dropoff_zone].astype("Int64").to_numpy(),
@@ -140,18 +134,17 @@ def score_frame(trips: pd.DataFrame, model: Any, version: str, *, first_row: int
     })
 
 
-def score_row_group(path: Path, index: int, first_row: int, model: Any, version: str,
+def score_row_group(path: Path, index: int, model: Any, version: str,
                     color: str = "green") -> pd.DataFrame:
-    """Read row group ``index`` of ``path`` and score it."""
+    """Read row group ``index`` of ``path`` and score it.
+
+    Ride ids are computed within the row group: two identical trips (same times, zones and
+    distance) in different row groups would share an id, where the whole month tells them apart.
+    """
     import pyarrow.parquet as pq
 
     trips = pq.ParquetFile(path).read_row_group(index).to_pandas()
-    return score_frame(trips, model, version, first_row=first_row, color=color)
-
-
-def _write_part(frame: pd.DataFrame, path: Path) -> int:
-    frame.to_parquet(path, index=False)
-    return len(frame)
+    return score_frame(trips, model, version, color=color)
 
 
 def concatenate_parts(parts: list[Path], out: Path) -> int:
@@ -176,20 +169,20 @@ def score_file(path: Path, model: Any, version: str, out: Path, *, color: str = 
                progress: Callable[[int, int], None] | None = None) -> BatchResult:
     """Score every row group of ``path`` in this process into ``out``; memory: one row group."""
     start = time.perf_counter()
-    offsets = row_group_offsets(path)
+    groups = row_group_count(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=".score-parts-", dir=out.parent))
     try:
         parts, scored = [], 0
-        for index, (first_row, _) in enumerate(offsets):
-            frame = score_row_group(path, index, first_row, model, version, color)
+        for index in range(groups):
+            frame = score_row_group(path, index, model, version, color)
             scored += int(frame["predicted_duration"].notna().sum())
             part = parts_dir / f"part-{index:05d}.parquet"
-            _write_part(frame, part)
+            frame.to_parquet(part, index=False)
             parts.append(part)
             if progress:
-                progress(index + 1, len(offsets))
+                progress(index + 1, groups)
         rows = concatenate_parts(parts, out)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
-    return BatchResult(out, rows, scored, len(offsets), version, time.perf_counter() - start)
+    return BatchResult(out, rows, scored, groups, version, time.perf_counter() - start)

@@ -20,7 +20,7 @@ from level4_deployment.batch import (
     BatchResult,
     concatenate_parts,
     month_file,
-    row_group_offsets,
+    row_group_count,
     score_row_group,
 )
 from taxi_common.settings import Settings
@@ -30,10 +30,10 @@ FLOW_NAME = "taxi-duration-batch-scoring"
 
 @task(name="score-row-group", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="score-row-group-{index}")
-def score_part(path: str, index: int, first_row: int, model: Any, version: str, color: str,
+def score_part(path: str, index: int, model: Any, version: str, color: str,
                part: str) -> tuple[int, int]:
     """Score one row group into a part file; (rows, rows with a prediction)."""
-    frame = score_row_group(Path(path), index, first_row, model, version, color)
+    frame = score_row_group(Path(path), index, model, version, color)
     frame.to_parquet(part, index=False)
     return len(frame), int(frame["predicted_duration"].notna().sum())
 
@@ -41,14 +41,14 @@ def score_part(path: str, index: int, first_row: int, model: Any, version: str, 
 def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) -> BatchResult:
     """Submit every row group to the flow's task runner, then concatenate the parts in order."""
     start = time.perf_counter()
-    offsets = row_group_offsets(path)
+    groups = row_group_count(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts_dir = Path(tempfile.mkdtemp(prefix=".score-parts-", dir=out.parent))
     logger = get_run_logger()
     try:
-        parts = [parts_dir / f"part-{i:05d}.parquet" for i in range(len(offsets))]
-        futures = [score_part.submit(str(path), i, first, model, version, color, str(part))
-                   for i, ((first, _), part) in enumerate(zip(offsets, parts, strict=True))]
+        parts = [parts_dir / f"part-{i:05d}.parquet" for i in range(groups)]
+        futures = [score_part.submit(str(path), i, model, version, color, str(part))
+                   for i, part in enumerate(parts)]
         done = 0
         scored = 0
         for future in futures:
@@ -59,7 +59,7 @@ def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) ->
         rows = concatenate_parts(parts, out)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
-    return BatchResult(out, rows, scored, len(offsets), version, time.perf_counter() - start)
+    return BatchResult(out, rows, scored, groups, version, time.perf_counter() - start)
 
 
 @flow(name=FLOW_NAME, log_prints=True)

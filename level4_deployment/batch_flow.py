@@ -1,0 +1,104 @@
+"""``score-batch`` as a Prefect flow: one task per row group, on threads here or on a Dask cluster.
+
+Import this module only after :func:`level3_training.runtime.prepare_environment` (Prefect reads
+its settings on import). The flow takes business parameters only and reads ``Settings.from_env()``
+inside, so the same flow can run from a deployment on another machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from level4_deployment.batch import (
+    BatchResult,
+    concatenate_parts,
+    month_file,
+    row_group_count,
+    score_row_group,
+)
+from taxi_common.settings import Settings
+
+FLOW_NAME = "taxi-duration-batch-scoring"
+
+
+@task(name="score-row-group", cache_policy=NO_CACHE, persist_result=False,
+      task_run_name="score-row-group-{index}")
+def score_part(path: str, index: int, model: Any, version: str, color: str,
+               part: str) -> tuple[int, int]:
+    """Score one row group into a part file; (rows, rows with a prediction)."""
+    frame = score_row_group(Path(path), index, model, version, color)
+    frame.to_parquet(part, index=False)
+    return len(frame), int(frame["predicted_duration"].notna().sum())
+
+
+def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) -> BatchResult:
+    """Submit every row group to the flow's task runner, then concatenate the parts in order."""
+    start = time.perf_counter()
+    groups = row_group_count(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(prefix=".score-parts-", dir=out.parent))
+    logger = get_run_logger()
+    try:
+        parts = [parts_dir / f"part-{i:05d}.parquet" for i in range(groups)]
+        futures = [score_part.submit(str(path), i, model, version, color, str(part))
+                   for i, part in enumerate(parts)]
+        done = 0
+        scored = 0
+        for future in futures:
+            _, ok = future.result()
+            scored += ok
+            done += 1
+            logger.info("row group %d/%d scored", done, len(futures))
+        rows = concatenate_parts(parts, out)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return BatchResult(out, rows, scored, groups, version, time.perf_counter() - start)
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def score_batch_flow(month: str, out: str | None = None, source: str = "synthetic",
+                     color: str = "green", model_version: str | None = None, seed: int = 0,
+                     scenario: str = "baseline", rows: int | None = None) -> dict[str, Any]:
+    """Score ``month`` with the champion (or ``model_version``) into a parquet file."""
+    from level4_deployment.models import load_serving_model
+
+    settings = Settings.from_env()
+    version, model = load_serving_model(settings, model_version or "champion")
+    path = month_file(month, settings, source=source, color=color, seed=seed, scenario=scenario,
+                      n_rows=rows)
+    target = Path(out) if out else (settings.reports_dir / "batch"
+                                    / f"scores-{month}-v{version}.parquet")
+    result = _score_parts(path, target, model, version, color)
+    get_run_logger().info("scored %d trips of %s with version %s into %s (%.0f rows/s)",
+                          result.rows, month, version, result.out, result.rows_per_second)
+    return {"out": str(result.out), "rows": result.rows, "scored": result.scored,
+            "row_groups": result.row_groups, "model_version": version,
+            "seconds": round(result.seconds, 3)}
+
+
+def run_score_batch(parameters: dict[str, Any], *, dask_address: str | None = None,
+                    local_dask: bool = False, dask_workers: int = 2) -> dict[str, Any]:
+    """Run the flow here (threads), on the Dask scheduler at ``dask_address``, or on a
+    ``LocalCluster`` on 127.0.0.1 that it starts and stops (``local_dask``)."""
+    if dask_address or local_dask:
+        from prefect_dask import DaskTaskRunner
+
+        runner = (DaskTaskRunner(address=dask_address) if dask_address else
+                  DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers,
+                                                 "threads_per_worker": 1,
+                                                 "host": "127.0.0.1",
+                                                 "dashboard_address": None,
+                                                 "processes": True}))
+        return score_batch_flow.with_options(task_runner=runner)(**parameters)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    # Two row groups in flight at most: memory stays bounded on a month of any size.
+    return score_batch_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+        **parameters)

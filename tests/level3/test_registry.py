@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,38 @@ def test_evaluate_checks_its_arguments_before_loading(
     with pytest.raises(BadInputError, match="unknown data source"):
         evaluate_version(client, "champion", "2021-02", store, source="s3")
 
+
+# --- the commands ------------------------------------------------------------------------------
+
+def test_cli_promote_rollback_lineage_and_evaluate(
+        two_models: tuple[Any, dict[str, Any]], store: Settings,
+        run_cli: Callable[..., Any]) -> None:
+    client, _ = two_models
+    done = run_cli("level3", "promote", "2", "--reason", "forest wins", "--actor", "bob",
+                   settings=store)
+    assert done.returncode == 0, done.stderr
+    assert "@champion -> version 2; @previous -> 1" in done.stdout
+
+    done = run_cli("level3", "evaluate", "champion", "previous", "--month", "2021-02",
+                   "--rows", "2000", settings=store)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "2021-02" in lines[0] and "trips" in lines[0]
+    assert [line.split()[:2] for line in lines[2:]] == [["champion", "2"], ["previous", "1"]]
+
+    done = run_cli("level3", "rollback", "--reason", "drift alarm", settings=store)
+    assert done.returncode == 0, done.stderr
+    assert "@champion -> version 1 (was 2)" in done.stdout
+    assert aliases(client) == {CHAMPION: "1"}
+    assert client.get_model_version(MODEL_NAME, "1").tags[REASON_TAG] == "drift alarm"
+
+    done = run_cli("level3", "rollback", settings=store)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "one rollback undoes one promotion" in done.stderr
+
+    done = run_cli("level3", "lineage", "2", settings=store)
+    assert done.returncode == 0, done.stderr
+    assert "promotion.reason: forest wins" in done.stdout
+    assert "promotion.actor: bob" in done.stdout
+    assert "promotion.rolled_back_reason: drift alarm" in done.stdout

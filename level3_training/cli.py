@@ -105,25 +105,81 @@ def _split_months(values: list[str]) -> list[str]:
     return [m.strip() for v in values for m in v.split(",") if m.strip()]
 
 
-def _registry_client() -> Any:
+def _registry_client(settings: Any = None) -> Any:
     from level3_training.registry import client_for
     from level3_training.runtime import check_services, prepare_environment
 
-    settings = _settings()
+    settings = settings or _settings()
     prepare_environment(settings)
     check_services(settings, prefect=False)
     return client_for(settings.tracking_uri)
 
 
+REASON_HELP = "Why (recorded on the version as the audit tag promotion.reason)."
+ACTOR_HELP = "Who (audit tag promotion.actor; default: your OS user name)."
+
+
 @app.command()
-def promote(version: str = typer.Argument(..., help="The version to make champion.")) -> None:
+def promote(
+    version: str = typer.Argument(..., help="The version to make champion."),
+    reason: str = typer.Option("", "--reason", help=REASON_HELP),
+    actor: str | None = typer.Option(None, "--actor", help=ACTOR_HELP),
+) -> None:
     """Move @champion to VERSION; the old champion becomes @previous."""
     from level3_training.registry import MODEL_NAME
     from level3_training.registry import promote as promote_version
 
-    moved = promote_version(_registry_client(), version)
+    moved = promote_version(_registry_client(), version, reason=reason, actor=actor)
     typer.echo(f"{MODEL_NAME}: @champion -> version {moved['champion']}; "
                f"@previous -> {moved['previous'] or 'none (there was no champion)'}")
+
+
+@app.command()
+def rollback(
+    reason: str = typer.Option("", "--reason", help=REASON_HELP),
+    actor: str | None = typer.Option(None, "--actor", help=ACTOR_HELP),
+) -> None:
+    """Undo the last promotion: @champion -> @previous, and @previous is cleared.
+
+    One rollback undoes one promotion: a second one is refused until a version is promoted.
+    """
+    from level3_training.registry import MODEL_NAME
+    from level3_training.registry import rollback as rollback_champion
+
+    moved = rollback_champion(_registry_client(), reason=reason, actor=actor)
+    typer.echo(f"{MODEL_NAME}: @champion -> version {moved['champion']} (was "
+               f"{moved['rolled_back'] or 'none'}); @previous cleared: the next rollback needs a "
+               "promotion first")
+
+
+@app.command()
+def evaluate(
+    versions: list[str] = typer.Argument(..., help="Versions or aliases, e.g. champion "
+                                         "challenger 3: each is resolved to a number once."),
+    month: str = typer.Option(..., "--month", help="The holdout month, YYYY-MM."),
+    source: str = typer.Option("synthetic", help="synthetic | tlc (real TLC files)."),
+    color: str = typer.Option("green", help="Taxi color (synthetic data is green)."),
+    seed: int = typer.Option(0, help="Seed of synthetic data."),
+    rows: int | None = typer.Option(None, "--rows", help="Cap the rows of the month."),
+    scenario: str = typer.Option("baseline", help="Synthetic drift scenario: "
+                                 f"{' | '.join(SCENARIOS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print the evaluations as JSON."),
+) -> None:
+    """Score registered versions on the same holdout month: RMSE, MAE, trips, row fingerprint."""
+    from level3_training.evaluation import evaluate_versions
+
+    settings = _settings()
+    results = evaluate_versions(_registry_client(settings), versions, month, settings,
+                                source=source, color=color, seed=seed, scenario=scenario,
+                                n_rows=rows)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+        return
+    typer.echo(f"holdout: {source} {color} {month}, {results[0].n} trips, rows fingerprint "
+               f"{results[0].fingerprint}")
+    typer.echo(f"{'asked':<12}{'version':>8}{'RMSE':>9}{'MAE':>9}")
+    for asked, r in zip(versions, results, strict=True):
+        typer.echo(f"{asked:<12}{r.version:>8}{r.rmse:>9.4f}{r.mae:>9.4f}")
 
 
 @app.command()

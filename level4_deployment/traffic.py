@@ -158,11 +158,32 @@ def actuals_through(month: str, through_day: int | None = None, *, settings: Set
             raise BadInputError(f"--through-day {through_day}: {month} has days 1 to {last}")
         end = pd.Timestamp(f"{month}-01") + pd.Timedelta(days=through_day)
         traffic = traffic.loc[traffic["dropoff_datetime"] < end]
+    return actual_rows(traffic)
+
+
+def actual_rows(traffic: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows for the actuals table from traffic: ride id, pickup and drop-off, duration."""
     return [{"ride_id": ride_id, "pickup_datetime": pickup.to_pydatetime(),
              "dropoff_datetime": dropoff.to_pydatetime(), "duration": duration}
             for ride_id, pickup, dropoff, duration in zip(
                 traffic["ride_id"], traffic["pickup_datetime"], traffic["dropoff_datetime"],
                 traffic["duration"].tolist(), strict=True)]
+
+
+def served_rows(traffic: pd.DataFrame, model: Any, model_version: str, *,
+                variant: str = "champion") -> list[dict[str, Any]]:
+    """Prediction-log rows as if ``model`` had served each trip at its pickup time: traffic for
+    monitoring and simulations without a running service (a virtual clock)."""
+    inputs = traffic[["PULocationID", "DOLocationID", "trip_distance"]]
+    predicted = np.asarray(model.predict(inputs), dtype=np.float64).tolist()
+    return [{"request_id": f"sim-{ride_id}", "logged_at": pickup.to_pydatetime(),
+             "ride_id": ride_id, "PULocationID": int(pu), "DOLocationID": int(do),
+             "trip_distance": float(distance), "variant": variant,
+             "model_version": model_version, "prediction": prediction}
+            for ride_id, pickup, pu, do, distance, prediction in zip(
+                traffic["ride_id"], traffic["pickup_datetime"], traffic["PULocationID"].tolist(),
+                traffic["DOLocationID"].tolist(), traffic["trip_distance"].tolist(), predicted,
+                strict=True)]
 
 
 # --- replay ---------------------------------------------------------------------------------

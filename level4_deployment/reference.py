@@ -1,0 +1,99 @@
+"""The monitoring reference: the champion's validation month with the champion's predictions.
+
+Daily traffic is compared with it: drift of the inputs and of the prediction, and the day's
+MAE and RMSE against the reference's. :func:`write_reference` is the one seam that chooses the
+model; today it takes any fitted pipeline (``--model-file`` in the CLI reads a level-2 model
+file); the registry's champion plugs in here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from taxi_common.errors import BadInputError
+from taxi_common.files import atomic_write
+from taxi_common.scenarios import Scenario
+from taxi_common.settings import Settings
+
+FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
+REFERENCE_COLUMNS = (*FEATURES, "prediction", "duration")
+_METADATA_KEY = b"level4.reference"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference rows and what they were made from."""
+
+    frame: pd.DataFrame
+    model_version: str | None
+    month: str | None
+
+    @property
+    def mae(self) -> float:
+        """The champion's MAE on its validation month (minutes)."""
+        return float(np.mean(np.abs(self.frame["prediction"] - self.frame["duration"])))
+
+    @property
+    def rmse(self) -> float:
+        """The champion's RMSE on its validation month (minutes)."""
+        return float(np.sqrt(np.mean((self.frame["prediction"] - self.frame["duration"]) ** 2)))
+
+
+def reference_frame(model: Any, traffic: pd.DataFrame) -> pd.DataFrame:
+    """:data:`REFERENCE_COLUMNS` of prepared trips, with ``model``'s predictions."""
+    inputs = traffic[list(FEATURES)].copy()
+    frame = inputs.assign(prediction=np.asarray(model.predict(inputs), dtype=np.float64),
+                          duration=traffic["duration"].to_numpy(np.float64))
+    return frame.reset_index(drop=True)
+
+
+def write_reference(model: Any, month: str, *, settings: Settings, path: Path,
+                    model_version: str | None = None, source: str = "synthetic",
+                    rows: int | None = None, seed: int = 0,
+                    scenario: Scenario | str = "baseline") -> Path:
+    """Predict ``month`` (the champion's validation month) with ``model`` and write the
+    reference parquet file at ``path`` (atomically); return the path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from level4_deployment.traffic import month_traffic
+
+    traffic = month_traffic(month, settings=settings, source=source, rows=rows, seed=seed,
+                            scenario=scenario)
+    table = pa.Table.from_pandas(reference_frame(model, traffic), preserve_index=False)
+    info = {"model_version": model_version, "month": month, "source": source}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           _METADATA_KEY: json.dumps(info).encode()})
+    with atomic_write(Path(path)) as (out, _tmp):
+        pq.write_table(table, out)
+    return Path(path)
+
+
+def load_reference(path: Path) -> Reference:
+    """The reference written by :func:`write_reference`; a clear error for a wrong file."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"reference file {path} does not exist: write one with "
+                            "`mlops-levels level4 reference`")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise BadInputError(f"reference file {path} is not a parquet file ({exc})") from None
+    missing = [c for c in REFERENCE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise BadInputError(f"reference file {path} lacks the columns {', '.join(missing)}: "
+                            "write it with `mlops-levels level4 reference`")
+    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
+    info = json.loads(raw) if raw else {}
+    frame = table.select(list(REFERENCE_COLUMNS)).to_pandas()
+    if frame.empty:
+        raise BadInputError(f"reference file {path} has no rows")
+    return Reference(frame, info.get("model_version"), info.get("month"))

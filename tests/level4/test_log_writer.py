@@ -1,0 +1,116 @@
+"""PredictionLogWriter: batches off the request path, a graceful close, nothing lost silently."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from level4_deployment import store
+from level4_deployment.log_writer import PredictionLogWriter
+from taxi_common.settings import Settings
+
+from .test_store import prediction
+
+
+def logged_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(store.predictions)).scalar_one()
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_close_writes_everything_in_batches(engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: engine, batch_size=100, flush_interval=0.2).start()
+    for i in range(1234):
+        assert writer.submit(prediction(i))
+    stats = writer.close()
+    assert logged_rows(engine) == 1234
+    assert (stats.submitted, stats.written, stats.dropped) == (1234, 1234, 0)
+    assert 13 <= stats.batches < 1234
+
+
+def test_a_few_rows_are_written_after_the_flush_interval(sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine, batch_size=500, flush_interval=0.2)
+    with writer:
+        writer.submit_many([prediction(i) for i in range(3)])
+        assert wait_for(lambda: logged_rows(sqlite_engine) == 3)
+        assert writer.stats.batches == 1  # the three rows went in one batch, before close
+        assert writer.flush()
+
+
+def test_rows_submitted_before_start_are_kept(sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine)  # e.g. created before gunicorn forks
+    writer.submit(prediction(0))
+    writer.start()
+    assert writer.flush(timeout=5) and logged_rows(sqlite_engine) == 1
+    writer.close()
+
+
+def test_close_without_start_still_writes_queued_rows(sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine)
+    writer.submit_many([prediction(i) for i in range(4)])
+    assert writer.close().written == 4 and logged_rows(sqlite_engine) == 4
+
+
+def test_a_full_queue_drops_and_counts(sqlite_engine: Engine,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine, max_queue=10)  # not started: fills up
+    with caplog.at_level(logging.ERROR, logger="level4_deployment.log_writer"):
+        assert writer.submit_many([prediction(i) for i in range(25)]) == 10
+    assert writer.stats.dropped_queue_full == 15 and writer.stats.queued == 10
+    assert "queue full: dropped 15 rows" in caplog.text
+    stats = writer.close()
+    assert (stats.submitted, stats.written, stats.dropped) == (25, 10, 15)
+
+
+def test_rows_after_close_are_counted_as_dropped(sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine).start()
+    writer.close()
+    assert not writer.submit(prediction(0))
+    assert writer.stats.dropped_closed == 1
+
+
+def test_a_database_that_stays_down_is_reported_not_silent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "no-such-folder" / "level4.db"  # SQLite cannot create it
+    writer = PredictionLogWriter(lambda: create_engine(f"sqlite:///{missing}"), batch_size=50,
+                                 max_attempts=3, retry_delay=0.01).start()
+    with caplog.at_level(logging.ERROR, logger="level4_deployment.log_writer"):
+        writer.submit_many([prediction(i) for i in range(120)])
+        stats = writer.close()
+    assert stats.written == 0 and stats.dropped_write_failed == 120
+    assert stats.failed_attempts == 3 * 3  # three batches of at most 50, three attempts each
+    assert "dropped a batch of 50 rows after 3 failed writes" in caplog.text
+
+
+def test_a_failed_batch_is_retried_until_the_database_is_back(tmp_path: Path) -> None:
+    engine = store.engine_for(Settings(workbook_home=tmp_path))  # no tables yet: writes fail
+    writer = PredictionLogWriter(lambda: engine, max_attempts=5, retry_delay=1.0).start()
+    writer.submit_many([prediction(i) for i in range(7)])
+    assert wait_for(lambda: writer.stats.failed_attempts >= 1)
+    store.create_tables(engine)  # the database "comes back" before the retry
+    stats = writer.close()
+    assert (stats.written, stats.dropped) == (7, 0) and logged_rows(engine) == 7
+    assert 1 <= stats.failed_attempts < 5
+
+
+def test_for_settings_creates_the_tables_on_start(tmp_path: Path) -> None:
+    settings = Settings(workbook_home=tmp_path / "home")
+    writer = PredictionLogWriter.for_settings(settings, flush_interval=0.1)
+    assert not (tmp_path / "home").exists()  # nothing happens before start
+    with writer:
+        writer.submit(prediction(0))
+    engine = store.engine_for(settings)
+    assert logged_rows(engine) == 1
+    assert writer.stats.as_dict()["dropped"] == 0

@@ -177,15 +177,22 @@ def predict() -> Response:
 
 @ops.get("/health")
 def health() -> Response:
-    """Liveness and readiness: 200 when a model is loaded, 503 when none can be."""
+    """Liveness and readiness: 200 when a model is loaded, 503 when none can be.
+
+    A source with a ``health_details()`` method (level 4's registry source: the last reload
+    check and its error) adds its details under ``"source"``.
+    """
+    source = _state().source
+    details = getattr(source, "health_details", None)
+    extra = {"source": details()} if callable(details) else {}
     try:
-        served = _state().source.serving()
+        served = source.serving()
     except ModelUnavailableError as exc:
         return json_response({"status": "unavailable", "error": "model_unavailable",
-                              "message": str(exc)}, 503)
+                              "message": str(exc), **extra}, 503)
     return json_response({"status": "ok", "model_version": served[0].version,
                           "models": [{"variant": s.variant, "model_version": s.version}
-                                     for s in served]})
+                                     for s in served], **extra})
 
 
 @ops.get("/metrics")

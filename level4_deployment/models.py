@@ -16,3 +16,21 @@ def load_serving_model(settings: Settings, alias_or_version: str) -> tuple[str, 
 
     version, pipeline = load_version(client_for(settings.tracking_uri), alias_or_version)
     return version, serving_model(pipeline, version)
+
+
+def version_signature(client: Any, version: str, name: str | None = None) -> Any:
+    """The ``ModelSignature`` logged with a registered version (None without one), read from
+    its ``MLmodel`` file through the client's own URIs."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import Model
+
+    from level3_training.registry import MODEL_NAME
+
+    location = client.get_model_version_download_uri(name or MODEL_NAME, str(version))
+    with tempfile.TemporaryDirectory(prefix="taxi-mlmodel-") as folder:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/MLmodel",
+                                                   dst_path=folder,
+                                                   tracking_uri=client.tracking_uri)
+        return Model.load(path).signature

@@ -1,8 +1,9 @@
 """Follow the registry's aliases in a serving worker: poll, load the pinned version, swap.
 
 ``AliasWatcher`` keeps, per alias (``champion``, ``challenger``), the model currently served.
-A check asks the registry which version each alias points at (one small request,
-``get_model_version_by_alias``); when the version changed it loads *that pinned version*
+A check asks the registry which version each alias points at (one small request that reads
+every alias at once, so champion and challenger come from the same moment); when a version
+changed it loads *that pinned version*
 (``models:/taxi-duration/<v>``, never ``@alias`` a second time: the alias may move again between
 the two calls) and swaps it in with one reference assignment, so a request sees either the old
 model or the new one, never a half-loaded one. Checks run on a background thread started after
@@ -26,8 +27,9 @@ from typing import Any
 
 _log = logging.getLogger(__name__)
 
-#: alias -> the version it points at (None: alias not set); raises when the registry is down.
-ResolveAlias = Callable[[str], "str | None"]
+#: every alias of the model -> its version (an unset alias is absent); raises when the
+#: registry cannot be read.
+ReadAliases = Callable[[], Mapping[str, str]]
 #: version -> a model ready to serve (level 2's ``LoadedModel``).
 LoadVersion = Callable[[str], Any]
 
@@ -49,11 +51,11 @@ def _now() -> str:
 class AliasWatcher:
     """The served model of each alias, kept in step with the registry by :meth:`check`."""
 
-    def __init__(self, aliases: Sequence[str], resolve: ResolveAlias, load: LoadVersion, *,
+    def __init__(self, aliases: Sequence[str], read_aliases: ReadAliases, load: LoadVersion, *,
                  interval: float = 5.0, jitter: float = 0.2,
                  rng: random.Random | None = None) -> None:
         self.aliases = tuple(aliases)
-        self._resolve, self._load = resolve, load
+        self._read_aliases, self._load = read_aliases, load
         self.interval, self.jitter = interval, jitter
         self._rng = rng or random.Random()
         self._models: Mapping[str, AliasModel] = {}
@@ -74,7 +76,8 @@ class AliasWatcher:
         """
         with self._check_lock:
             try:
-                wanted = {alias: self._resolve(alias) for alias in self.aliases}
+                found = self._read_aliases()
+                wanted = {alias: found.get(alias) for alias in self.aliases}
                 current = dict(self._models)
                 changed = False
                 for alias, version in wanted.items():
@@ -101,15 +104,20 @@ class AliasWatcher:
         """Seconds to the next check: ``interval`` ± ``jitter`` × interval."""
         return max(0.05, self.interval * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))
 
-    def start(self) -> None:
-        """Start the polling thread (call it in the worker, after fork). Idempotent."""
+    def start(self, *, check_first: bool = False) -> None:
+        """Start the polling thread (call it in the worker, after fork); with ``check_first``
+        its first check is at once (a worker forked from a master that could not load the
+        champion retries right away). Idempotent."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="alias-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(check_first,),
+                                        name="alias-watcher", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, check_first: bool) -> None:
+        if check_first:
+            self.check()
         while not self._stop.wait(self.next_delay()):
             self.check()
 

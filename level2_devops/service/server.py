@@ -155,22 +155,31 @@ def run_gunicorn(wsgi_app: Any, settings: dict[str, Any]) -> None:
 
 def serve(options: ServeOptions, settings: Settings, source_factory: SourceFactory, *,
           sink_factory: SinkFactory | None = None,
-          app_config: Mapping[str, Any] | None = None) -> None:
+          app_config: Mapping[str, Any] | None = None, require_model: bool = True) -> None:
     """Serve the source that ``source_factory`` builds under gunicorn (blocks); the order of
     the steps is in the module docstring. ``sink_factory`` and ``app_config`` go to
     ``create_app``. A model that cannot be loaded ends here, in one line, before any socket is
-    bound."""
+    bound, unless ``require_model`` is False (level 4: the workers keep polling the registry
+    and answer 503 until a model loads)."""
     if options.workers < 1:
         raise BadInputError(f"--workers {options.workers}: use 1 or more")
     check_port_free(options.host, options.port)
     with multiprocess_dir(settings) as metrics_dir:
         from level2_devops.app import create_app
+        from level2_devops.service.model_source import ModelUnavailableError
 
         source = source_factory()
-        served = source.serving()  # loads the model once, in the master
+        try:
+            served = source.serving()  # loads the model once, in the master
+        except ModelUnavailableError as exc:
+            if require_model:
+                raise
+            # level 4: the workers keep trying; /health answers 503 until a model loads
+            print(f"warning: {exc}", flush=True)
+            served = ()
         sink = sink_factory() if sink_factory is not None else None
         app = create_app(source, app_config, sink=sink)
-        models = ", ".join(f"{s.variant} {s.version}" for s in served)
+        models = ", ".join(f"{s.variant} {s.version}" for s in served) or "no model yet"
         print(f"serving {models} ({source}) on http://{options.host}:{options.port} with "
               f"{options.workers} workers (metrics in {metrics_dir})", flush=True)
         run_gunicorn(app, gunicorn_settings(options, app))

@@ -1,4 +1,9 @@
-"""Level-4 fixtures: the shared tables on SQLite and on PostgreSQL, and a Prefect server.
+"""Level-4 fixtures: the shared tables on SQLite and on PostgreSQL, a Prefect server, and real
+scikit-learn pipelines logged and registered in a real MLflow store.
+
+The level-3 flow is what registers versions in a user's workbook; here versions are logged
+directly (level 3's own ``log_pipeline_model`` and ``register_version``), so a test can register a
+deliberately bad model (one that predicts the training mean) beside a good one, in seconds.
 
 PostgreSQL runs on 127.0.0.1:5432 (trust auth, database ``test``) on the development and CI
 machines; each test gets a private schema, dropped afterwards. Without PostgreSQL those tests
@@ -9,14 +14,16 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from taxi_common.prepare import FEATURE_COLUMNS, TARGET
 from taxi_common.settings import Settings
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"  # bare: engine_for maps it to psycopg2
@@ -115,3 +122,75 @@ def _drain_prefect_logs() -> None:
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.drain_all(timeout=5)
+
+#: The lineage tags a level-3 version carries (what ``deploy`` reads to pick its holdout).
+TAGS = {"data.source": "synthetic", "data.color": "green", "data.train_months": "2021-01",
+        "data.val_month": "2021-02", "data.seed": "0", "data.scenario": "baseline",
+        "data.n_rows_cap": "4000"}
+
+
+def _prepared(month: str, rows: int) -> pd.DataFrame:
+    from taxi_common.data import load_trips
+    from taxi_common.prepare import prepare_trips
+
+    settings = Settings(workbook_home=Path("/nonexistent-not-used"))
+    return prepare_trips(load_trips(month, settings=settings, n_rows=rows), "green")
+
+
+@pytest.fixture(scope="session")
+def january() -> pd.DataFrame:
+    """4,000 prepared synthetic trips of 2021-01 (the training month of these tests)."""
+    return _prepared("2021-01", 4000)
+
+
+def fit(kind: str, train: pd.DataFrame) -> Any:
+    """A fitted pipeline: ``linear`` (the level-2 recipe), ``ridge``, or ``mean`` (a deliberately
+    bad model that predicts the training mean)."""
+    from sklearn.dummy import DummyRegressor
+    from sklearn.linear_model import LinearRegression, Ridge
+    from sklearn.pipeline import Pipeline
+
+    from taxi_common.features import TripFeaturizer
+
+    regressor = {"linear": LinearRegression(), "ridge": Ridge(alpha=1.0),
+                 "mean": DummyRegressor(strategy="mean")}[kind]
+    pipeline = Pipeline([("featurize", TripFeaturizer()), ("regress", regressor)])
+    return pipeline.fit(train[list(FEATURE_COLUMNS)], train[TARGET])
+
+
+@pytest.fixture(scope="session")
+def pipelines(january: pd.DataFrame) -> dict[str, Any]:
+    """One fitted pipeline of each kind, fitted once per session."""
+    return {kind: fit(kind, january) for kind in ("linear", "ridge", "mean")}
+
+
+def register(settings: Settings, pipeline: Any, train: pd.DataFrame, *, alias: str,
+             tags: dict[str, str] | None = None) -> str:
+    """Log ``pipeline`` to the settings' tracking store and register it with ``alias``."""
+    from level3_training.registry import client_for, register_version
+    from level3_training.tracking import (
+        configure_tracking,
+        log_pipeline_model,
+        model_input_example,
+        start_run,
+    )
+
+    client = client_for(settings.tracking_uri)
+    run_id = start_run(client, configure_tracking(settings), f"level4 test {alias}")
+    logged = log_pipeline_model(run_id, pipeline, model_input_example(train),
+                                settings.tracking_uri)
+    model_uri = getattr(logged, "model_uri", logged)
+    client.set_terminated(run_id, "FINISHED")
+    version = register_version(client, model_uri, run_id, description="level-4 test model",
+                               tags={**TAGS, **(tags or {})}, alias=alias)
+    return str(version.version)
+
+
+@pytest.fixture
+def registrar(january: pd.DataFrame, pipelines: dict[str, Any]
+              ) -> Callable[..., str]:
+    """``registrar(settings, kind, alias)``: register a pipeline of ``kind`` as ``alias``."""
+    def _register(settings: Settings, kind: str, alias: str) -> str:
+        return register(settings, pipelines[kind], january, alias=alias)
+
+    return _register

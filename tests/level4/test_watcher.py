@@ -20,15 +20,11 @@ class FlakyRegistry:
         self.client, self.name, self.down = client, name, False
         self.loads: list[str] = []
 
-    def resolve(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
+    def resolve(self) -> dict[str, str]:
         if self.down:
             raise ConnectionError("registry at 127.0.0.1:9 refused the connection")
-        try:
-            return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        model = self.client.get_registered_model(self.name)
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def load(self, version: str) -> str:
         self.loads.append(version)
@@ -139,7 +135,7 @@ def test_start_while_the_registry_is_down_is_not_ready_until_it_answers(
 
 
 def test_jitter_stays_within_bounds() -> None:
-    watcher = AliasWatcher(["champion"], lambda a: None, lambda v: None, interval=10,
+    watcher = AliasWatcher(["champion"], dict, lambda v: None, interval=10,
                            jitter=0.2, rng=random.Random(1))
     delays = [watcher.next_delay() for _ in range(1000)]
     assert 8.0 <= min(delays) < 8.5 and 11.5 < max(delays) <= 12.0

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ import pandas as pd
 import pytest
 
 from level2_devops.models import build_model
+from level3_training.mlflow_server import MlflowServer, start_mlflow_server
 from level3_training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -43,7 +41,6 @@ from level3_training.registry import (
     rollback,
 )
 from level3_training.tracking import configure_tracking, log_pipeline_model, start_run
-from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -53,40 +50,10 @@ VERSION_ENDPOINT = "/api/2.0/mlflow/model-versions/get"
 CREATE_ENDPOINT = "/api/2.0/mlflow/registered-models/create"
 
 
-@dataclass
-class MlflowServer:
-    """A running ``mlflow server``: its URL, its SQLite store and its process."""
-
-    url: str
-    store_uri: str
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        """Stop the server and the workers it forked."""
-        stop_process_group(self.process.pid)
-
-
 def _start_mlflow_server(folder: Path) -> MlflowServer:
     """`mlflow server` on a free port with a SQLite store and an artifact folder in ``folder``."""
-    port, log_path = free_port(), folder / "mlflow-server.log"
-    store_uri = f"sqlite:///{folder / 'server.db'}"
-    command = [str(Path(sys.executable).with_name("mlflow")), "server",
-               "--backend-store-uri", store_uri,
-               "--artifacts-destination", str(folder / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    server = MlflowServer(f"http://127.0.0.1:{port}", store_uri, process)
-    try:
-        wait_until_healthy(process, lambda: http_ok(f"{server.url}/health", timeout=1),
-                           what="mlflow server", timeout=120, log_path=log_path)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return start_mlflow_server(f"sqlite:///{folder / 'server.db'}", folder / "artifacts",
+                               folder / "mlflow-server.log")
 
 
 @pytest.fixture(autouse=True)

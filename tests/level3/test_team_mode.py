@@ -6,9 +6,6 @@ the run and the registered version are read back through the tracking server.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from level3_training.mlflow_server import start_mlflow_server
 from level3_training.registry import MODEL_NAME, alias_version, client_for
 from level3_training.tracking import tracking_uri_scope
-from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -55,23 +52,12 @@ def fresh_database() -> Iterator[str]:
 @pytest.fixture
 def mlflow_server(fresh_database: str, tmp_path: Path) -> Iterator[str]:
     """`mlflow server` on a free port with the fresh database and a tmp artifact folder."""
-    port = free_port()
-    artifacts = tmp_path / "server-artifacts"
-    log_path = tmp_path / "mlflow-server.log"
-    command = [str(Path(sys.executable).with_name("mlflow")), "server",
-               "--backend-store-uri", fresh_database, "--artifacts-destination", str(artifacts),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(fresh_database, tmp_path / "server-artifacts",
+                                 tmp_path / "mlflow-server.log")
     try:
-        wait_until_healthy(process, lambda: http_ok(f"{url}/health", timeout=1),
-                           what="mlflow server", timeout=120, log_path=log_path)
-        yield url
+        yield server.url
     finally:
-        stop_process_group(process.pid)
+        server.stop()
 
 
 def test_flow_against_mlflow_server_on_postgres_and_prefect_server(

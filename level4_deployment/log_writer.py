@@ -32,6 +32,7 @@ from taxi_common.settings import Settings
 logger = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
+DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" log lines
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class PredictionLogWriter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
+        self._last_drop_log = -DROP_LOG_INTERVAL
 
     @classmethod
     def for_settings(cls, settings: Settings, **options: Any) -> PredictionLogWriter:
@@ -110,9 +112,19 @@ class PredictionLogWriter:
         self._add(submitted=accepted + dropped_full + dropped_closed,
                   dropped_queue_full=dropped_full, dropped_closed=dropped_closed)
         if dropped_full:
-            logger.error("prediction log queue full: dropped %d rows (%d so far)",
-                         dropped_full, self.stats.dropped_queue_full)
+            self._report_full_queue(dropped_full)
         return accepted
+
+    def _report_full_queue(self, dropped: int) -> None:
+        """Log a full queue at once, then at most every ``DROP_LOG_INTERVAL`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            due = now - self._last_drop_log >= DROP_LOG_INTERVAL
+            if due:
+                self._last_drop_log = now
+        if due:
+            logger.error("prediction log queue full: dropped %d rows (%d so far); the database "
+                         "is slower than the traffic", dropped, self.stats.dropped_queue_full)
 
     # --- life cycle -------------------------------------------------------------------------
 

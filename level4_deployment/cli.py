@@ -1,0 +1,309 @@
+"""Commands of level4_deployment's data plane, mounted as ``mlops-levels level4 …``.
+
+Only typer and the standard library are imported here; SQLAlchemy, pandas, Evidently and
+Prefect are imported inside the commands. Errors a user can cause end in one line
+(``error: …``, exit code 2).
+
+The commands that read trips (``replay``, ``actuals``, ``reference``) take the same data options;
+give ``replay`` and ``actuals`` the same ones, so that their ride ids match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="level4_deployment: the prediction log, actuals, A/B analysis, daily "
+                  "monitoring (Evidently) and its dashboard.", no_args_is_help=True)
+
+SOURCE_HELP = "Data source: synthetic or tlc."
+SCENARIO_HELP = "Synthetic drift scenario: baseline, congestion, hotspot or data-quality."
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A user's error ends in ``error: …`` on stderr and exit code 2, never a traceback."""
+    from taxi_common.errors import WorkbookError
+
+    try:
+        yield
+    except WorkbookError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+
+
+def _settings() -> Any:
+    from taxi_common.settings import Settings
+
+    return Settings.from_env()
+
+
+def _engine(settings: Any) -> Any:
+    from sqlalchemy.exc import OperationalError
+
+    from level4_deployment.store import create_tables, engine_for
+    from taxi_common.errors import WorkbookError
+
+    engine = engine_for(settings)
+    try:
+        create_tables(engine)
+    except OperationalError as exc:
+        raise WorkbookError(f"the level-4 database does not answer ({str(exc.orig).strip()}): "
+                            "check DATABASE_URL") from None
+    return engine
+
+
+def _scenario(name: str, start_day: int, strength: float) -> Any:
+    from taxi_common.scenarios import Scenario
+
+    return Scenario(name=name, start_day=start_day, strength=strength)
+
+
+def default_reference_path(settings: Any) -> Path:
+    """Where ``reference`` writes and ``monitor`` reads the reference by default."""
+    return Path(settings.workbook_home) / "level4" / "reference.parquet"
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def replay(
+    month: str = typer.Option(..., help="Month of the trips to send, YYYY-MM."),
+    days: str = typer.Option("1-7", help="Days of the month: 1-7, 3 or 1,3,5-6."),
+    rate: float = typer.Option(200.0, help="At most this many requests a second."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The local service's base URL."),
+    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    rows: int | None = typer.Option(None, help="Trips of the month (synthetic: a smaller month; "
+                                    "tlc: the first rows)."),
+    seed: int = typer.Option(0, help="Seed of synthetic data."),
+    scenario: str = typer.Option("baseline", help=SCENARIO_HELP),
+    start_day: int = typer.Option(1, help="Day the scenario starts."),
+    strength: float = typer.Option(1.0, help="Scenario strength (0 none, 1 calibrated)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Send the trips of DAYS of MONTH to the service, one POST /predict each, with ride ids."""
+    with _one_line_errors():
+        from level4_deployment.traffic import parse_days, trips_for_days
+        from level4_deployment.traffic import replay as send
+
+        settings = _settings()
+        trips = trips_for_days(month, parse_days(days), settings=settings, source=source,
+                               rows=rows, seed=seed,
+                               scenario=_scenario(scenario, start_day, strength))
+        typer.echo(f"replaying {len(trips):,} trips of {month} days {days} to {url} at "
+                   f"<= {rate:g}/s", err=True)
+        result = send(url, trips, rate=rate, progress=True)
+    if as_json:
+        _echo_json(result.as_dict())
+        return
+    versions = ", ".join(f"{v} ({n})" for v, n in sorted(result.versions.items())) or "-"
+    typer.echo(f"sent {result.sent}: ok {result.ok}, rejected {result.rejected}, failed "
+               f"{result.failed} in {result.seconds:.1f} s; model versions: {versions}")
+    if result.first_error:
+        typer.echo(f"first error: {result.first_error}")
+
+
+@app.command()
+def actuals(
+    month: str = typer.Option(..., help="Month of the trips, YYYY-MM."),
+    through_day: int | None = typer.Option(
+        None, help="Record the trips that ended by the end of this day (default: all)."),
+    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    rows: int | None = typer.Option(None, help="Trips of the month (as given to replay)."),
+    seed: int = typer.Option(0, help="Seed of synthetic data."),
+    scenario: str = typer.Option("baseline", help=SCENARIO_HELP),
+    start_day: int = typer.Option(1, help="Day the scenario starts."),
+    strength: float = typer.Option(1.0, help="Scenario strength (0 none, 1 calibrated)."),
+) -> None:
+    """Record the true durations (actuals) of MONTH's ended trips, by ride id."""
+    with _one_line_errors():
+        from level4_deployment.store import record_actuals
+        from level4_deployment.traffic import actuals_through
+
+        settings = _settings()
+        found = actuals_through(month, through_day, settings=settings, source=source, rows=rows,
+                                seed=seed, scenario=_scenario(scenario, start_day, strength))
+        added = record_actuals(_engine(settings), found)
+    until = f" through day {through_day}" if through_day else ""
+    typer.echo(f"{month}{until}: {len(found):,} ended trips, {added:,} new actuals recorded")
+
+
+@app.command()
+def log(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """How many predictions the log holds: in total, by variant and by model version."""
+    with _one_line_errors():
+        from level4_deployment.store import prediction_summary
+
+        summary = prediction_summary(_engine(_settings()))
+    if as_json:
+        _echo_json(summary)
+        return
+    typer.echo(f"predictions logged: {summary['total']:,}")
+    for title, key in (("by variant", "by_variant"), ("by model version", "by_version")):
+        parts = ", ".join(f"{k} {n:,}" for k, n in summary[key].items()) or "-"
+        typer.echo(f"  {title}: {parts}")
+
+
+@app.command("ab-report")
+def ab_report(
+    min_samples: int | None = typer.Option(
+        None, help="Rides per variant the test runs on, fixed in advance (default: the power "
+        "calculation's 1571)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Champion vs challenger on the logged predictions that have actuals."""
+    with _one_line_errors():
+        from level4_deployment.ab import DEFAULT_MIN_SAMPLES, format_report
+        from level4_deployment.ab import ab_report as report_for
+        from level4_deployment.store import joined_predictions
+
+        joined = joined_predictions(_engine(_settings()))
+        report = report_for(joined, min_samples or DEFAULT_MIN_SAMPLES)
+    if as_json:
+        _echo_json(report)
+    else:
+        typer.echo(format_report(report))
+
+
+@app.command()
+def reference(
+    model_file: Path = typer.Option(..., help="A model file written by `level2 train`."),
+    month: str = typer.Option(..., help="The model's validation month, YYYY-MM."),
+    out: Path | None = typer.Option(None, help="Parquet file to write "
+                                    "(default: $WORKBOOK_HOME/level4/reference.parquet)."),
+    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    rows: int | None = typer.Option(None, help="Trips of the month."),
+    seed: int = typer.Option(0, help="Seed of synthetic data."),
+) -> None:
+    """Write the monitoring reference: MONTH's trips with the model's predictions."""
+    with _one_line_errors():
+        from level2_devops.model_store import load_model
+        from level4_deployment.reference import load_reference, write_reference
+
+        settings = _settings()
+        pipeline, metadata = load_model(model_file)
+        path = write_reference(pipeline, month, settings=settings,
+                               path=out or default_reference_path(settings),
+                               model_version=metadata.get("version"), source=source, rows=rows,
+                               seed=seed)
+        written = load_reference(path)
+    typer.echo(f"reference {path}: {len(written.frame):,} trips of {month}, model "
+               f"{written.model_version or '?'}, MAE {written.mae:.3f}, RMSE {written.rmse:.3f}")
+
+
+def _use_prefect_server(settings: Any) -> None:
+    """Level 3's environment (PREFECT_HOME under WORKBOOK_HOME, no telemetry), and its
+    background server's URL when one is recorded and PREFECT_API_URL is not set."""
+    from level3_training.prefect_server import recorded_server
+    from level3_training.runtime import prepare_environment
+
+    prepare_environment(settings)
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    record = recorded_server(settings.prefect_home)
+    if record:
+        os.environ["PREFECT_API_URL"] = str(record["api_url"])
+    else:
+        typer.echo("note: no PREFECT_API_URL: Prefect starts a temporary server (10-20 s); "
+                   "`mlops-levels level3 server start` keeps one running", err=True)
+
+
+@app.command()
+def monitor(
+    day: str | None = typer.Option(None, help="Day to monitor, YYYY-MM-DD."),
+    first: str | None = typer.Option(None, "--from", help="First day of a range, YYYY-MM-DD."),
+    last: str | None = typer.Option(None, "--to", help="Last day of a range (included)."),
+    reference_path: Path | None = typer.Option(
+        None, "--reference", help="Reference parquet (default: the one `reference` wrote)."),
+    config: Path | None = typer.Option(
+        None, help="Monitoring TOML (default: the documented one in the package)."),
+    by: str = typer.Option("logged_at", help="Place predictions in days by logged_at (when "
+                           "served) or pickup (replayed historical trips)."),
+    flow: bool = typer.Option(True, help="Run as the Prefect flow (--no-flow: plain functions)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Monitor a day (or days) of logged traffic: Evidently report, metrics, alerts."""
+    with _one_line_errors():
+        from level4_deployment.monitoring import day_range, parse_day
+        from level4_deployment.monitoring_config import load_config
+        from level4_deployment.reference import load_reference
+        from taxi_common.errors import BadInputError
+
+        if (day is None) == (first is None or last is None) or (day and (first or last)):
+            raise BadInputError("monitor needs --day DAY, or --from DAY and --to DAY")
+        days = [parse_day(day)] if day else day_range(parse_day(first), parse_day(last))
+        settings = _settings()
+        path = reference_path or default_reference_path(settings)
+        ref = load_reference(path)  # a bad reference or config fails before any work
+        cfg = load_config(config)
+        engine = _engine(settings)
+        if flow:
+            results = _run_flow(settings, path, config, by, day, first, last)
+        else:
+            from level4_deployment.monitoring import monitor_days
+
+            results = [r.as_dict() for r in monitor_days(days, engine=engine, reference=ref,
+                                                         config=cfg, settings=settings, by=by)]
+    if as_json:
+        _echo_json(results)
+    else:
+        _print_monitoring(results)
+
+
+def _run_flow(settings: Any, reference_path: Path, config: Path | None, by: str,
+              day: str | None, first: str | None, last: str | None) -> list[dict[str, Any]]:
+    _use_prefect_server(settings)
+    from level3_training.runtime import quiet_user_error_tracebacks
+    from level4_deployment.flows import monitor_flow
+
+    quiet_user_error_tracebacks()
+    return monitor_flow(reference_path=str(reference_path), day=day, start=first, end=last,
+                        config_path=str(config) if config else None, by=by,
+                        workbook_home=str(settings.workbook_home))
+
+
+def _print_monitoring(results: list[dict[str, Any]]) -> None:
+    from level4_deployment.monitoring import DayResult, format_results, parse_day
+
+    days = [DayResult(day=parse_day(r["day"]), rows=r["rows"], metrics=r["metrics"],
+                      alerts=r["alerts"]) for r in results]
+    typer.echo(format_results(days))
+    for r in results:
+        for alert in r["alerts"]:
+            typer.echo(f"ALERT {alert['message']}")
+    if results and results[-1].get("html"):
+        typer.echo(f"reports: {Path(results[-1]['html']).parent}")
+    if not any(r["rows"] for r in results):
+        typer.echo("no champion traffic in these days; replayed historical trips are logged "
+                   "today: use --by pickup", err=True)
+
+
+@app.command()
+def dashboard(port: int = typer.Option(8001, help="TCP port on 127.0.0.1.")) -> None:
+    """Serve the Evidently UI over the monitoring workspace (Ctrl-C stops it)."""
+    with _one_line_errors():
+        from level4_deployment.dashboard import run_ui, workspace_dir
+
+        settings = _settings()
+        typer.echo(f"Evidently UI for {workspace_dir(settings)} at http://127.0.0.1:{port}",
+                   err=True)
+        code = run_ui(settings, port)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """``python -m level4_deployment.cli``: the commands without the workbook's entry point."""
+    app(prog_name="level4")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

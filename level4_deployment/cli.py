@@ -1,4 +1,4 @@
-"""Commands of level4_deployment's data plane, mounted as ``mlops-levels level4 …``.
+"""Commands of level4_deployment, mounted as ``mlops-levels level4 …``.
 
 Only typer and the standard library are imported here; SQLAlchemy, pandas, Evidently and
 Prefect are imported inside the commands. Errors a user can cause end in one line
@@ -20,8 +20,9 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="level4_deployment: the prediction log, actuals, A/B analysis, daily "
-                  "monitoring (Evidently) and its dashboard.", no_args_is_help=True)
+app = typer.Typer(help="Level 4, automated deployment: serve the registry's champion (A/B, "
+                  "shadow, hot reload), log predictions, analyse A/B tests, monitor with "
+                  "Evidently, gate and promote, score months in batch.", no_args_is_help=True)
 
 SOURCE_HELP = "Data source: synthetic or tlc."
 SCENARIO_HELP = "Synthetic drift scenario: baseline, congestion, hotspot or data-quality."
@@ -298,6 +299,133 @@ def dashboard(port: int = typer.Option(8001, help="TCP port on 127.0.0.1.")) -> 
                    err=True)
         code = run_ui(settings, port)
     raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(8000, help="TCP port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    workers: int = typer.Option(2, help="gunicorn worker processes."),
+    ab: str | None = typer.Option(None, help="A/B test: challenger=P serves @challenger to P % "
+                                  "of rides (sticky by ride_id)."),
+    shadow: bool = typer.Option(False, help="Score every ride with @challenger too, without "
+                                "serving it; both predictions are logged."),
+    reload_interval: float = typer.Option(5.0, help="Seconds between registry checks of each "
+                                          "worker (±20 % jitter)."),
+    log_predictions: bool = typer.Option(True, "--log/--no-log",
+                                         help="Write every prediction to the prediction log."),
+    access_log: bool = typer.Option(False, help="Log every request to stderr."),
+) -> None:
+    """Serve models:/taxi-duration@champion with gunicorn; follow the aliases as they move."""
+    with _one_line_errors():
+        from level2_devops.service.server import ServeOptions
+        from level3_training.runtime import prepare_environment
+        from level4_deployment.routing import parse_ab
+        from level4_deployment.serving import serve_registry
+
+        share = parse_ab(ab)
+        if reload_interval <= 0:
+            from taxi_common.errors import BadInputError
+
+            raise BadInputError(f"--reload-interval {reload_interval}: use a number of seconds "
+                                "above 0")
+        settings = _settings()
+        prepare_environment(settings)  # bounded MLflow retries, no telemetry
+        serve_registry(ServeOptions(host=host, port=port, workers=workers,
+                                    access_log=access_log), settings,
+                       challenger_share=share, shadow=shadow, reload_interval=reload_interval,
+                       log_predictions=log_predictions)
+
+
+@app.command()
+def deploy(
+    version: str | None = typer.Option(None, help="Version to deploy (default: @challenger)."),
+    holdout_month: str | None = typer.Option(
+        None, help="Labelled month both models are scored on, YYYY-MM (default: the month "
+        "after the candidate's validation month)."),
+    margin: float = typer.Option(0.01, help="How much worse than the champion's RMSE the "
+                                 "candidate may be, as a share (0.01 = 1 %)."),
+    rows: int | None = typer.Option(None, help="Cap the holdout's trips (default: the "
+                                    "candidate's own row cap)."),
+    dry_run: bool = typer.Option(False, help="Run the gate, promote nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Gate the challenger against the champion on the same holdout; promote it if it passes.
+
+    Exit code 0 when promoted (or a dry run passed), 1 when the gate refused it, 2 for an error.
+    """
+    with _one_line_errors():
+        from level3_training.runtime import check_services, prepare_environment
+        from level4_deployment.deploy import deploy as run_deploy
+
+        settings = _settings()
+        prepare_environment(settings)
+        check_services(settings, prefect=False)
+        result = run_deploy(settings, version=version, holdout_month=holdout_month,
+                            margin=margin, rows=rows, dry_run=dry_run)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        for line in result.report.lines():
+            typer.echo(line)
+        if result.promoted:
+            typer.echo(f"promoted: @champion -> version {result.aliases['champion']}; "
+                       f"@previous -> {result.aliases.get('previous') or 'none'}")
+        elif result.report.passed:
+            typer.echo("dry run: nothing promoted")
+        else:
+            typer.echo("nothing changed: @champion stays version "
+                       f"{result.aliases.get('champion') or '(none)'}")
+    if not result.report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("score-batch")
+def score_batch(
+    month: str = typer.Option(..., help="Month to score, YYYY-MM."),
+    out: Path | None = typer.Option(None, help="Parquet file to write (default: "
+                                    "$WORKBOOK_HOME/reports/batch/scores-MONTH-vV.parquet)."),
+    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    color: str = typer.Option("green", help="Taxi color (synthetic data is green)."),
+    version: str | None = typer.Option(None, help="Version or alias (default: champion)."),
+    rows: int | None = typer.Option(None, help="Trips of a synthetic month (default: a real "
+                                    "month's volume)."),
+    seed: int = typer.Option(0, help="Seed of synthetic data."),
+    scenario: str = typer.Option("baseline", help=SCENARIO_HELP),
+    dask_address: str | None = typer.Option(
+        None, help="Run the row groups on this Dask scheduler (tcp://HOST:PORT)."),
+    local_dask: bool = typer.Option(False, help="Start a local Dask cluster on 127.0.0.1 for "
+                                    "the run (2 worker processes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Score a whole month with the champion into parquet, one row group at a time (a Prefect
+    flow; on Dask with --dask-address or --local-dask)."""
+    with _one_line_errors():
+        from taxi_common.data import check_source
+        from taxi_common.months import parse_month
+        from taxi_common.scenarios import as_scenario
+
+        parse_month(month)
+        check_source(source)
+        as_scenario(scenario)
+        settings = _settings()
+        _use_prefect_server(settings)
+        from level3_training.runtime import check_services, quiet_user_error_tracebacks
+        from level4_deployment.batch_flow import run_score_batch
+
+        check_services(settings, prefect=False)
+        quiet_user_error_tracebacks()
+        summary = run_score_batch(
+            {"month": month, "out": str(out) if out else None, "source": source,
+             "color": color, "model_version": version, "seed": seed, "scenario": scenario,
+             "rows": rows}, dask_address=dask_address, local_dask=local_dask)
+    if as_json:
+        _echo_json(summary)
+    else:
+        typer.echo(f"scored {summary['rows']:,} trips of {month} ({summary['scored']:,} with a "
+                   f"prediction) with version {summary['model_version']} in "
+                   f"{summary['seconds']:.1f} s ({summary['row_groups']} row groups): "
+                   f"{summary['out']}")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import typer
 from level1_notebooks.cli import app as level1_app
 from level2_devops.cli import app as level2_app
 from level3_training.cli import app as level3_app
+from level4_deployment.cli import app as level4_app
 from taxi_common.cli import app as data_app
 from taxi_common.errors import BadInputError, WorkbookError
 
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(level1_app, name="level1")
 app.add_typer(level2_app, name="level2")
 app.add_typer(level3_app, name="level3")
+app.add_typer(level4_app, name="level4")
 
 
 @app.command()

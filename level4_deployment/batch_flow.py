@@ -65,17 +65,19 @@ def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) ->
 @flow(name=FLOW_NAME, log_prints=True)
 def score_batch_flow(month: str, out: str | None = None, source: str = "synthetic",
                      color: str = "green", model_version: str | None = None, seed: int = 0,
-                     scenario: str = "baseline", rows: int | None = None) -> dict[str, Any]:
-    """Score ``month`` with the champion (or ``model_version``) into a parquet file."""
+                     scenario: str = "baseline", rows: int | None = None,
+                     path: str | None = None) -> dict[str, Any]:
+    """Score ``month`` with the champion (or ``model_version``) into a parquet file; ``path``:
+    score that parquet file of raw trips (TLC schema) instead of the month's own file."""
     from level4_deployment.models import load_serving_model
 
     settings = Settings.from_env()
     version, model = load_serving_model(settings, model_version or "champion")
-    path = month_file(month, settings, source=source, color=color, seed=seed, scenario=scenario,
-                      n_rows=rows)
+    trips = Path(path) if path else month_file(month, settings, source=source, color=color,
+                                               seed=seed, scenario=scenario, n_rows=rows)
     target = Path(out) if out else (settings.reports_dir / "batch"
                                     / f"scores-{month}-v{version}.parquet")
-    result = _score_parts(path, target, model, version, color)
+    result = _score_parts(trips, target, model, version, color)
     get_run_logger().info("scored %d trips of %s with version %s into %s (%.0f rows/s)",
                           result.rows, month, version, result.out, result.rows_per_second)
     return {"out": str(result.out), "rows": result.rows, "scored": result.scored,

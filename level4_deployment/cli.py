@@ -392,6 +392,8 @@ def score_batch(
                                     "month's volume)."),
     seed: int = typer.Option(0, help="Seed of synthetic data."),
     scenario: str = typer.Option("baseline", help=SCENARIO_HELP),
+    file: Path | None = typer.Option(None, "--file", help="Score this parquet file of raw "
+                                     "trips (TLC schema) instead of the month's own file."),
     dask_address: str | None = typer.Option(
         None, help="Run the row groups on this Dask scheduler (tcp://HOST:PORT)."),
     local_dask: bool = typer.Option(False, help="Start a local Dask cluster on 127.0.0.1 for "
@@ -408,6 +410,10 @@ def score_batch(
         parse_month(month)
         check_source(source)
         as_scenario(scenario)
+        if file is not None and not file.is_file():
+            from taxi_common.errors import BadInputError
+
+            raise BadInputError(f"--file {file}: no such file")
         settings = _settings()
         _use_prefect_server(settings)
         from level3_training.runtime import check_services, quiet_user_error_tracebacks
@@ -418,7 +424,8 @@ def score_batch(
         summary = run_score_batch(
             {"month": month, "out": str(out) if out else None, "source": source,
              "color": color, "model_version": version, "seed": seed, "scenario": scenario,
-             "rows": rows}, dask_address=dask_address, local_dask=local_dask)
+             "rows": rows, "path": str(file) if file else None},
+            dask_address=dask_address, local_dask=local_dask)
     if as_json:
         _echo_json(summary)
     else:

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from level2_devops.service.rides import MAX_RIDE_ID_LENGTH
 from taxi_common.errors import BadInputError
 from taxi_common.settings import Settings
 
@@ -54,7 +55,7 @@ predictions = Table(
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("request_id", String(64), nullable=False),
     Column("logged_at", DateTime, nullable=False),
-    Column("ride_id", String(32)),
+    Column("ride_id", String(MAX_RIDE_ID_LENGTH)),
     Column("PULocationID", Integer, nullable=False),
     Column("DOLocationID", Integer, nullable=False),
     Column("trip_distance", Float, nullable=False),
@@ -69,7 +70,7 @@ predictions = Table(
 
 actuals = Table(
     "actuals", metadata,
-    Column("ride_id", String(32), primary_key=True),
+    Column("ride_id", String(MAX_RIDE_ID_LENGTH), primary_key=True),
     Column("pickup_datetime", DateTime, nullable=False),
     Column("dropoff_datetime", DateTime, nullable=False),
     Column("duration", Float, nullable=False),

@@ -3,7 +3,8 @@
 The JSON is this level's home-grown tracking (version, data, parameters, scores, library versions).
 Writes are atomic and two trainings saving at once get two different versions: the metadata file
 claims the version (a hard link that fails if the name is taken), then the model file appears by
-an atomic rename, so a reader that sees a model file always finds its metadata.
+an atomic rename, so a reader that sees a model file always finds its metadata. A model write
+that fails after the claim (a full disk) removes the claim again: no orphan metadata remains.
 Pickle files run code when loaded: load only model files you made yourself.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
-from taxi_common.errors import BadInputError
+from taxi_common.errors import BadInputError, WorkbookError
 from taxi_common.files import atomic_write
 
 MODEL_NAME = "taxi-duration"
@@ -98,6 +99,18 @@ def _claim(path: Path, data: bytes) -> bool:
     return True
 
 
+def _write_claimed_model(path: Path, model_bytes: bytes) -> None:
+    """Write the model file of a claimed version; on failure, release the claim and say so."""
+    try:
+        _atomic_write(path, model_bytes)
+    except BaseException as exc:
+        metadata_path(path).unlink(missing_ok=True)  # the version is free again
+        if isinstance(exc, OSError):
+            raise WorkbookError(f"could not write model file {path} "
+                                f"({exc.strerror or exc}); nothing was saved") from exc
+        raise
+
+
 def save_model(pipeline: Pipeline, metadata: dict[str, Any], models_dir: Path) -> Path:
     """Write the next version of the model and its metadata; return the model file's path.
 
@@ -111,7 +124,7 @@ def save_model(pipeline: Pipeline, metadata: dict[str, Any], models_dir: Path) -
         path = model_path(models_dir, version)
         meta = {**metadata, "version": f"v{version}", "model_file": path.name}
         if _claim(metadata_path(path), json.dumps(meta, indent=2, sort_keys=True).encode()):
-            _atomic_write(path, model_bytes)
+            _write_claimed_model(path, model_bytes)
             return path
     raise BadInputError(f"could not claim a free model version in {models_dir}: "
                         "too many trainings saving at once; retry")

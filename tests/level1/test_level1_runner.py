@@ -20,8 +20,10 @@ from taxi_common.prepare import prepare_trips
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_ROWS = [(features, model) for features in ("PU+DO", "PU_DO")
-                 for model in ("linear", "lasso", "ridge")]
+MODEL_ROWS = [(features, model) for features in ("PU+DO", "PU_DO")
+              for model in ("linear", "lasso", "ridge")]
+BASELINE_ROWS = [("none", "mean"), ("PU_DO", "median"), ("distance+hour", "speed")]
+EXPECTED_ROWS = MODEL_ROWS + BASELINE_ROWS
 
 
 def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -35,6 +37,41 @@ def test_run_level1_returns_the_rmse_table_written_to_rmse_csv(synthetic_run) ->
     for value in (*table["train_rmse"], *table["val_rmse"]):
         assert math.isfinite(value) and 0 < value < 60
     pd.testing.assert_frame_equal(table, pd.read_csv(synthetic_run.output_dir / "rmse.csv"))
+
+
+def test_the_baselines_are_scored_on_the_same_split_and_the_models_beat_them(
+    synthetic_run,
+) -> None:
+    table = synthetic_run.table.set_index(["features", "model"])["val_rmse"]
+    baselines = table[BASELINE_ROWS]
+    # The PU_DO models beat every baseline; every model beats the mean.
+    for row in MODEL_ROWS[3:]:
+        assert table[row] < baselines.min(), row
+    for row in MODEL_ROWS:
+        assert table[row] < table["none", "mean"], row
+    # The mean baseline is the standard deviation of the validation month around the training
+    # mean: recompute it from the data.
+    train = prepare_trips(load_trips("2021-01", settings=synthetic_run.settings,
+                                     n_rows=synthetic_run.n_rows))
+    val = prepare_trips(load_trips("2021-02", settings=synthetic_run.settings,
+                                   n_rows=synthetic_run.n_rows))
+    expected = ((val["duration"] - train["duration"].mean()) ** 2).mean() ** 0.5
+    assert table["none", "mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_notebook_says_what_the_gap_to_the_best_baseline_is(synthetic_run) -> None:
+    table = synthetic_run.table.set_index(["features", "model"])["val_rmse"]
+    models, baselines = table[MODEL_ROWS], table[BASELINE_ROWS]
+    printed = "".join(o.get("text", "") for c in _code_cells(
+        synthetic_run.output_dir / "02-train.ipynb") for o in c.outputs)
+    best, best_baseline = models.idxmin(), baselines.idxmin()
+    assert (f"best model:    {' '.join(best)}, validation RMSE {models.min():.2f}") in printed
+    assert (f"best baseline: {' '.join(best_baseline)}, "
+            f"validation RMSE {baselines.min():.2f}") in printed
+    assert f"machine learning gains {baselines.min() - models.min():.2f} minutes" in printed
+    no_better = [" ".join(row) for row in MODEL_ROWS if models[row] >= baselines.min()]
+    assert (f"models no better than the best baseline: {', '.join(no_better) or 'none'}"
+            in printed)
 
 
 def test_rmse_csv_keeps_full_float_precision(synthetic_run) -> None:

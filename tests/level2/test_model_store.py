@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -108,6 +110,46 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path) -> None:
         save_model(unpicklable, {"a": 1}, tmp_path)  # type: ignore[arg-type]
     assert _files(tmp_path) == []
     assert next_version(tmp_path) == 1
+
+
+#: Run save_model with a file-size limit that the metadata JSON fits under and the model does not:
+#: the kernel then refuses the model write (EFBIG) after the version is claimed, as a full disk
+#: would. Python ignores SIGXFSZ, so the write raises OSError instead of killing the process.
+_SAVE_UNDER_A_FILE_SIZE_LIMIT = """
+import pickle, resource, sys
+from pathlib import Path
+from level2_devops.model_store import save_model
+from taxi_common.errors import WorkbookError
+pipeline = pickle.loads(Path(sys.argv[1]).read_bytes())
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_model(pipeline, {"note": "x" * 100}, Path(sys.argv[2]))
+except WorkbookError as exc:
+    print(f"error: {exc}")
+    sys.exit(2)
+"""
+
+
+def test_a_model_write_failing_after_the_claim_releases_the_version(pipeline, tmp_path) -> None:
+    models = tmp_path / "models"
+    pickled = tmp_path / "pipeline.pkl"
+    pickled.write_bytes(pickle.dumps(pipeline, protocol=5))
+    limit = 1024  # the metadata JSON (about 200 bytes) fits, the pickled model does not
+    assert len(pickled.read_bytes()) > 2 * limit
+    result = subprocess.run([sys.executable, "-c", _SAVE_UNDER_A_FILE_SIZE_LIMIT, str(pickled),
+                             str(models), str(limit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stdout.strip()
+    assert message.startswith(f"error: could not write model file {models}/{MODEL_NAME}-v1.pkl")
+    assert "File too large" in message and "nothing was saved" in message
+    assert "\n" not in message
+    assert _files(models) == []  # no orphan metadata claiming v1, no temporary file
+    assert next_version(models) == 1
+    path = save_model(pipeline, {}, models)
+    assert path.name == f"{MODEL_NAME}-v1.pkl"
+    assert _files(models) == [f"{MODEL_NAME}-v1.json", f"{MODEL_NAME}-v1.pkl"]
+    assert load_model(path)[1]["version"] == "v1"
 
 
 # --- content --------------------------------------------------------------------------------------

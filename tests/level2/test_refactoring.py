@@ -15,6 +15,7 @@ import pytest
 from level1_notebooks.runner import run_level1
 from level2_devops.training import evaluate, fit_model, load_prepared_month
 from taxi_common.settings import Settings
+from tests.figures import REAL_LINEAR_VAL_RMSE
 
 MODELS = ("linear", "ridge", "lasso")  # the notebook's three models, the catalogue's defaults
 
@@ -60,5 +61,5 @@ def test_package_equals_the_level1_notebook_on_the_real_files(tlc_settings, tmp_
     notebook = table.loc[("PU_DO", "linear")]
     assert scores["linear"]["val_rmse"] == pytest.approx(notebook["val_rmse"], abs=1e-9)
     assert scores["linear"]["train_rmse"] == pytest.approx(notebook["train_rmse"], abs=1e-9)
-    assert scores["linear"]["val_rmse"] == pytest.approx(7.7587, abs=5e-5)
-    assert notebook["val_rmse"] == pytest.approx(7.7587, abs=5e-5)
+    assert scores["linear"]["val_rmse"] == REAL_LINEAR_VAL_RMSE.approx()
+    assert notebook["val_rmse"] == REAL_LINEAR_VAL_RMSE.approx()

@@ -23,6 +23,12 @@ from level2_devops.training import (
 )
 from taxi_common.errors import BadInputError
 from taxi_common.prepare import FEATURE_COLUMNS, TARGET
+from tests.figures import (
+    REAL_KEPT_ROWS,
+    REAL_LINEAR_TRAIN_RMSE,
+    REAL_LINEAR_VAL_RMSE,
+    REAL_RAW_ROWS,
+)
 
 # --- load_prepared_month --------------------------------------------------------------------------
 
@@ -51,7 +57,7 @@ def test_load_prepared_month_synthetic_is_deterministic(settings) -> None:
 def test_load_prepared_month_real_file_keeps_the_reference_rows(tlc_settings) -> None:
     df = load_prepared_month("2021-01", settings=tlc_settings, source="tlc")
     _assert_prepared(df)
-    assert len(df) == 73_908  # the figure of the reference recipe (shared/data/tlc/README.md)
+    assert len(df) == REAL_KEPT_ROWS["2021-01"]  # the reference recipe's figure
 
 
 def test_load_prepared_month_rejects_a_bad_month(settings) -> None:
@@ -219,15 +225,16 @@ def test_train_and_save_on_synthetic_data_writes_a_truthful_record(settings) -> 
 
 
 @pytest.mark.tlc
+@pytest.mark.figures
 def test_train_and_save_reproduces_the_reference_rmse_on_the_real_files(tlc_settings,
                                                                         tmp_path) -> None:
     config = TrainConfig(source="tlc", models_dir=tmp_path / "models")
     result = train_and_save(config, settings=tlc_settings)
     metrics = result.metadata["metrics"]
-    assert metrics["val_rmse"] == pytest.approx(7.7587, abs=5e-5)
-    assert metrics["train_rmse"] == pytest.approx(5.6996, abs=5e-5)
-    assert result.metadata["data"]["train"]["raw_rows"] == 76_518
-    assert result.metadata["data"]["val"]["rows"] == 61_921
+    assert metrics["val_rmse"] == REAL_LINEAR_VAL_RMSE.approx()
+    assert metrics["train_rmse"] == REAL_LINEAR_TRAIN_RMSE.approx()
+    assert result.metadata["data"]["train"]["raw_rows"] == REAL_RAW_ROWS["2021-01"]
+    assert result.metadata["data"]["val"]["rows"] == REAL_KEPT_ROWS["2021-02"]
     assert result.model_path.parent == tmp_path / "models"
     _check_run(result, tlc_settings, config)
 

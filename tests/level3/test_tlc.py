@@ -7,6 +7,13 @@ import pytest
 from level3_training.pipeline import TrainConfig, run_training
 from level3_training.registry import alias_version, client_for, lineage
 from taxi_common.settings import Settings
+from tests.figures import (
+    REAL_HIST_GB_VAL_RMSE,
+    REAL_KEPT_ROWS,
+    REAL_LINEAR_TRAIN_RMSE,
+    REAL_LINEAR_VAL_RMSE,
+    REAL_PU_DO_COLUMNS,
+)
 
 pytestmark = [pytest.mark.tlc, pytest.mark.slow]
 
@@ -17,15 +24,17 @@ def test_linear_candidate_matches_the_reference_and_the_best_beats_it(
                          trials=1)
     summary = run_training(config, tlc_settings)
     by_name = {c["name"]: c for c in summary["candidates"]}
-    assert by_name["linear"]["val_rmse"] == pytest.approx(7.7587, abs=1e-4)
-    assert by_name["linear"]["train_rmse"] == pytest.approx(5.6996, abs=1e-4)
-    assert summary["data"]["train_rows"] == 73_908 and summary["data"]["val_rows"] == 61_921
-    assert summary["features"]["features_one_hot"] == 13_221
+    assert by_name["linear"]["val_rmse"] == REAL_LINEAR_VAL_RMSE.approx()
+    assert by_name["linear"]["train_rmse"] == REAL_LINEAR_TRAIN_RMSE.approx()
+    assert summary["data"]["train_rows"] == REAL_KEPT_ROWS["2021-01"]
+    assert summary["data"]["val_rows"] == REAL_KEPT_ROWS["2021-02"]
+    assert summary["features"]["features_one_hot"] == REAL_PU_DO_COLUMNS
     assert summary["best"] == "hist_gb"
     assert summary["best_val_rmse"] < by_name["linear"]["val_rmse"]
-    assert summary["best_val_rmse"] == pytest.approx(6.19, abs=0.01)
+    assert summary["best_val_rmse"] == REAL_HIST_GB_VAL_RMSE.approx()
 
     client = client_for(tlc_settings.tracking_uri)
     assert alias_version(client, "challenger") == summary["version"]
     info = lineage(client, summary["version"])
-    assert info.tags["data.source"] == "tlc" and info.tags["data.train_rows"] == "73908"
+    assert info.tags["data.source"] == "tlc"
+    assert info.tags["data.train_rows"] == str(REAL_KEPT_ROWS["2021-01"])

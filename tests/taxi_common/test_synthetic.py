@@ -24,6 +24,7 @@ from taxi_common.metrics import rmse
 from taxi_common.prepare import add_duration, filter_outliers, prepare_trips, training_frame
 from taxi_common.scenarios import Scenario
 from taxi_common.schema import GREEN_DTYPES
+from tests.figures import REAL_KEPT_ROWS, REAL_LINEAR_VAL_RMSE, REAL_RAW_ROWS, REAL_ZONE_PAIRS
 
 SMALL = 20_000
 NULL_BLOCK = ("payment_type", "passenger_count", "RatecodeID", "trip_type",
@@ -218,7 +219,8 @@ def synthetic_figures() -> dict[str, float]:
 
 @pytest.mark.tlc
 def test_kept_fraction_matches_real(real_figures: dict, synthetic_figures: dict) -> None:
-    assert real_figures["kept"] == pytest.approx(73_908 / 76_518)
+    kept, raw = REAL_KEPT_ROWS["2021-01"], REAL_RAW_ROWS["2021-01"]
+    assert real_figures["kept"] == pytest.approx(kept / raw)
     assert abs(synthetic_figures["kept"] - real_figures["kept"]) <= 0.02
 
 
@@ -231,13 +233,13 @@ def test_duration_mean_and_std_match_real(figure: str, real_figures: dict,
 
 @pytest.mark.tlc
 def test_distinct_zone_pairs_match_real(real_figures: dict, synthetic_figures: dict) -> None:
-    assert real_figures["pairs"] == 13_220
+    assert real_figures["pairs"] == REAL_ZONE_PAIRS
     assert synthetic_figures["pairs"] == pytest.approx(real_figures["pairs"], rel=0.10)
 
 
 @pytest.mark.tlc
 def test_reference_recipe_rmse_matches_real(real_figures: dict, synthetic_figures: dict) -> None:
-    assert real_figures["linear"] == pytest.approx(7.7587, abs=1e-3)
+    assert real_figures["linear"] == REAL_LINEAR_VAL_RMSE.approx()
     assert synthetic_figures["linear"] == pytest.approx(real_figures["linear"], rel=0.20)
 
 

@@ -27,7 +27,7 @@ from taxi_common.settings import Settings
 
 @pytest.fixture
 def logged_model(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, str]:
-    """(client, model URI, run id) of a tiny linear pipeline logged to a fresh SQLite store."""
+    """(client, logged model ID, run id): a tiny linear pipeline logged to a fresh SQLite store."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     experiment_id = configure_tracking(settings)
     client = client_for(settings.tracking_uri)
@@ -35,8 +35,8 @@ def logged_model(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[A
                       "trip_distance": np.linspace(0.5, 9, 40)})
     pipeline = build_model("linear").fit(x, 3 * x["trip_distance"].to_numpy() + 2)
     run_id = start_run(client, experiment_id, "tiny", tags={"data.train_months": "2021-01"})
-    uri = log_pipeline_model(run_id, pipeline, x.head(3), settings.tracking_uri)
-    return client, uri, run_id
+    model_id = log_pipeline_model(client, run_id, pipeline, x.head(3)).model_id
+    return client, model_id, run_id
 
 
 def test_experiment_has_an_artifact_location_under_workbook_home(settings: Settings) -> None:

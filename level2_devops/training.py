@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from level2_devops.models import build_model, model_spec
-from taxi_common.data import check_source, load_trips
+from taxi_common.data import MonthRequest, as_month_request, check_source, load_trips
 from taxi_common.errors import BadInputError
 from taxi_common.metrics import mae, rmse
 from taxi_common.months import next_month, parse_month
@@ -32,19 +32,20 @@ Progress = Callable[[str], None]
 
 
 def load_prepared_month(
-    month: str,
+    month: str | MonthRequest,
     *,
     settings: Settings,
-    source: str = "synthetic",
-    color: str = "green",
+    source: str | None = None,
+    color: str | None = None,
     n_rows: int | None = None,
-    seed: int = 0,
-    scenario: Scenario | str = "baseline",
+    seed: int | None = None,
+    scenario: Scenario | str | None = None,
 ) -> pd.DataFrame:
-    """Raw trips of ``month`` (see :func:`taxi_common.data.load_trips`), prepared for training."""
-    raw = load_trips(month, settings=settings, source=source, color=color, n_rows=n_rows,
-                     seed=seed, scenario=scenario)
-    return prepare_trips(raw, color)
+    """Raw trips of ``month`` (a :class:`~taxi_common.data.MonthRequest`, or ``YYYY-MM`` and its
+    options; see :func:`taxi_common.data.load_trips`), prepared for training."""
+    request = as_month_request(month, source=source, color=color, n_rows=n_rows, seed=seed,
+                               scenario=scenario)
+    return prepare_trips(load_trips(request, settings=settings), request.color)
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:
@@ -134,6 +135,11 @@ class TrainConfig:
         """``val_month``, or the month after ``train_month`` when it is not given."""
         return self.val_month or next_month(self.train_month)
 
+    def month_request(self, month: str) -> MonthRequest:
+        """The data of ``month`` this run reads: its source, color, row cap and seed."""
+        return MonthRequest(month, source=self.source, color=self.color, n_rows=self.n_rows,
+                            seed=self.seed)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -166,9 +172,9 @@ def _load_split(month: str, config: TrainConfig, settings: Settings,
     """Prepared trips of ``month`` and a description of them for the metadata."""
     progress(f"loading {month} ({config.source}, {config.color}"
              + (f", first {config.n_rows:,} rows" if config.n_rows else "") + ") ...")
-    raw = load_trips(month, settings=settings, source=config.source, color=config.color,
-                     n_rows=config.n_rows, seed=config.seed)
-    prepared = prepare_trips(raw, config.color)
+    request = config.month_request(month)
+    raw = load_trips(request, settings=settings)
+    prepared = prepare_trips(raw, request.color)
     if prepared.empty:
         raise BadInputError(f"no trips of {month} last 1-60 minutes: nothing to "
                             f"{'train' if month == config.train_month else 'validate'} on; "

@@ -1,6 +1,9 @@
 """Train one candidate model: its random-search trials, each a nested MLflow run, the best logged.
 
 Plain functions (no Prefect): the flow wraps them in tasks, tests can call them directly.
+The candidate's run logs the training and validation sets as its inputs; the best trial's
+pipeline becomes a LoggedModel with its parameters, and the candidate's metrics are logged
+against that model and the set they were measured on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from level3_training.tracking import log_pipeline_model, log_values, model_input
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.models.model import ModelInfo
+
+    from level3_training.datasets import RunDatasets
 
 
 @dataclass
@@ -40,6 +46,7 @@ class CandidateResult:
     best: TrialResult
     trials: list[TrialResult] = field(default_factory=list)
     model_uri: str = ""
+    model_id: str = ""
 
     @property
     def val_rmse(self) -> float:
@@ -49,7 +56,8 @@ class CandidateResult:
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
         return {"name": self.name, "run_id": self.run_id, "model_uri": self.model_uri,
-                "params": self.best.params, "best_trial": self.best.trial,
+                "model_id": self.model_id, "params": self.best.params,
+                "best_trial": self.best.trial,
                 "train_rmse": self.best.train["rmse"], "train_mae": self.best.train["mae"],
                 "val_rmse": self.best.val["rmse"], "val_mae": self.best.val["mae"],
                 "trials": [asdict(t) for t in self.trials]}
@@ -67,14 +75,34 @@ def run_trial(name: str, trial: int, params: dict[str, Any], train: pd.DataFrame
 
 
 def _metrics(result: TrialResult) -> dict[str, float]:
-    return {"train_rmse": result.train["rmse"], "train_mae": result.train["mae"],
-            "val_rmse": result.val["rmse"], "val_mae": result.val["mae"],
-            "fit_seconds": result.fit_seconds}
+    return {**_train_metrics(result), **_val_metrics(result), "fit_seconds": result.fit_seconds}
+
+
+def _train_metrics(result: TrialResult) -> dict[str, float]:
+    return {"train_rmse": result.train["rmse"], "train_mae": result.train["mae"]}
+
+
+def _val_metrics(result: TrialResult) -> dict[str, float]:
+    return {"val_rmse": result.val["rmse"], "val_mae": result.val["mae"]}
+
+
+def log_candidate_model(client: MlflowClient, run_id: str, name: str, best: TrialResult,
+                        pipeline: Any, train: pd.DataFrame, datasets: RunDatasets) -> ModelInfo:
+    """Log the best trial's pipeline as the run's LoggedModel, then its metrics against it and
+    the set each was measured on; the ``ModelInfo``."""
+    info = log_pipeline_model(client, run_id, pipeline, model_input_example(train),
+                              params={"model": name, **best.params})
+    log_values(client, run_id, metrics=_train_metrics(best), model_id=info.model_id,
+               dataset=datasets.training)
+    log_values(client, run_id, metrics=_val_metrics(best), model_id=info.model_id,
+               dataset=datasets.validation)
+    log_values(client, run_id, metrics={"fit_seconds": best.fit_seconds}, model_id=info.model_id)
+    return info
 
 
 def train_candidate(name: str, train: pd.DataFrame, val: pd.DataFrame, *, trials: int,
                     seed: int, client: MlflowClient, experiment_id: str, parent_run_id: str,
-                    tags: dict[str, str]) -> CandidateResult:
+                    tags: dict[str, str], datasets: RunDatasets) -> CandidateResult:
     """Random search for ``name``; a nested run per trial under a run for the candidate.
 
     Only the best trial's model is logged (in the candidate's run), with signature and example.
@@ -82,6 +110,7 @@ def train_candidate(name: str, train: pd.DataFrame, val: pd.DataFrame, *, trials
     candidate_run = start_run(client, experiment_id, name, parent_run_id,
                               {**tags, "model.name": name, "level3.kind": "candidate"})
     try:
+        datasets.log(client, candidate_run)
         best: tuple[TrialResult, Any] | None = None
         results = []
         for i, params in enumerate(sample_trials(name, trials, seed)):
@@ -97,13 +126,12 @@ def train_candidate(name: str, train: pd.DataFrame, val: pd.DataFrame, *, trials
                 best = (result, pipeline)
         assert best is not None
         log_values(client, candidate_run, params={"model": name, **best[0].params},
-                   metrics=_metrics(best[0]),
                    tags={"trials": len(results), "best_trial": best[0].trial,
                          "best_trial_run_id": best[0].run_id})
-        uri = log_pipeline_model(candidate_run, best[1], model_input_example(train),
-                                 client.tracking_uri)
+        info = log_candidate_model(client, candidate_run, name, best[0], best[1], train,
+                                   datasets)
     except BaseException:
         client.set_terminated(candidate_run, "FAILED")
         raise
     client.set_terminated(candidate_run, "FINISHED")
-    return CandidateResult(name, candidate_run, best[0], results, uri)
+    return CandidateResult(name, candidate_run, best[0], results, info.model_uri, info.model_id)

@@ -5,6 +5,8 @@ prepared rows depend on: month, source, color, row cap, seed, scenario, and the 
 modules that produce them (schema, prepare, the synthetic generator). A re-run with other model
 parameters therefore reads the parquet file instead of loading and preparing the month again;
 a change to any of those inputs or modules gives a new key.
+
+A month is a :class:`taxi_common.data.MonthRequest` (re-exported here, where it used to live).
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
+from taxi_common.data import MonthRequest  # re-exported: level3_training.data.MonthRequest
 from taxi_common.errors import SchemaError
 from taxi_common.files import atomic_write
 from taxi_common.prepare import FEATURE_COLUMNS, TARGET, cast_zones
-from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import Settings
 
 #: Bump when the cache layout changes.
@@ -36,33 +38,6 @@ MIN_ROWS = 50
 
 class DataValidationError(SchemaError):
     """A month whose rows load but cannot be used for training (empty, nulls in features)."""
-
-
-@dataclass(frozen=True)
-class MonthRequest:
-    """Everything that decides which prepared rows a month gives."""
-
-    month: str
-    source: str = "synthetic"
-    color: str = "green"
-    n_rows: int | None = None
-    seed: int = 0
-    scenario: str = "baseline"
-    scenario_start_day: int = 1
-    scenario_strength: float = 1.0
-
-    @property
-    def scenario_obj(self) -> Scenario:
-        """The scenario as :class:`Scenario`."""
-        return Scenario(self.scenario, self.scenario_start_day, self.scenario_strength)
-
-    @classmethod
-    def make(cls, month: str, *, source: str = "synthetic", color: str = "green",
-             n_rows: int | None = None, seed: int = 0,
-             scenario: Scenario | str = "baseline") -> MonthRequest:
-        """A request from the usual arguments (scenario as a name or a :class:`Scenario`)."""
-        sc = as_scenario(scenario)
-        return cls(month, source, color, n_rows, seed, sc.name, sc.start_day, sc.strength)
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,16 +76,14 @@ def load_raw_month(request: MonthRequest, settings: Settings) -> pd.DataFrame:
     """Raw trips of the month, in the TLC schema (downloads or generates)."""
     from taxi_common.data import load_trips
 
-    return load_trips(request.month, settings=settings, source=request.source,
-                      color=request.color, n_rows=request.n_rows, seed=request.seed,
-                      scenario=request.scenario_obj)
+    return load_trips(request, settings=settings)
 
 
 def validate_raw_month(raw: pd.DataFrame, request: MonthRequest) -> pd.DataFrame:
     """The TLC schema check (columns present, of the right kind); returns ``raw``."""
     from taxi_common.schema import validate_trips
 
-    return validate_trips(raw, request.color, f"{request.source} {request.color} {request.month}")
+    return validate_trips(raw, request.color, request.label)
 
 
 def validate_prepared(df: pd.DataFrame, label: str, min_rows: int = MIN_ROWS) -> pd.DataFrame:
@@ -154,7 +127,7 @@ def prepared_month(request: MonthRequest, settings: Settings) -> tuple[pd.DataFr
 
     On a miss: load, validate the schema, prepare, validate the rows, then cache.
     """
-    label = f"{request.source} {request.color} {request.month}"
+    label = request.label
     cached = read_cached(request, settings)
     if cached is not None:
         return validate_prepared(cached, label), True

@@ -150,38 +150,35 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
             raise  # RESOURCE_ALREADY_EXISTS: created meanwhile by another process
 
 
-def register_version(client: MlflowClient, model_uri: str, run_id: str, *, description: str,
+def register_version(client: MlflowClient, model_id: str, run_id: str, *, description: str,
                      tags: dict[str, str], alias: str = CHALLENGER,
                      name: str = MODEL_NAME) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` with ``alias``, tags and description.
+    """Register the logged model ``model_id`` as a new version of ``name`` with ``alias``, tags
+    and description.
 
+    Through ``client`` only: the version's source is the logged model's artifact location, the
+    place MLflow itself resolves ``models:/<model_id>`` to (through its global tracking URI).
     All or nothing: on failure after the version exists, delete it and raise
     :class:`RegistrationError`.
     """
-    from level3_training.tracking import tracking_uri_scope
-
-    # MLflow resolves a "models:/m-…" source through the global tracking URI, not the client's.
-    with tracking_uri_scope(client.tracking_uri):
-        try:
-            _ensure_registered_model(client, name)
-            # A tracking server insists on model_id for a "models:/m-…" source (SQLite does not).
-            model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") \
-                else None
-            version = client.create_model_version(name, model_uri, run_id=run_id,
-                                                  description=description, model_id=model_id)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported in one line
-            raise RegistrationError(
-                f"could not register {model_uri} as {name}: {_line(exc)}") from exc
-        try:
-            for key, value in tags.items():
-                client.set_model_version_tag(name, str(version.version), key, value)
-            client.set_registered_model_alias(name, alias, str(version.version))
-        except Exception as exc:  # noqa: BLE001
-            _delete_quietly(client, name, str(version.version))
-            raise RegistrationError(
-                f"registering {name} version {version.version} failed ({_line(exc)}); the version "
-                "was deleted again, nothing is half-registered"
-            ) from exc
+    try:
+        _ensure_registered_model(client, name)
+        source = client.get_logged_model(model_id).artifact_location
+        version = client.create_model_version(name, source, run_id=run_id,
+                                              description=description, model_id=model_id)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported in one line
+        raise RegistrationError(
+            f"could not register models:/{model_id} as {name}: {_line(exc)}") from exc
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version.version), key, value)
+        client.set_registered_model_alias(name, alias, str(version.version))
+    except Exception as exc:  # noqa: BLE001
+        _delete_quietly(client, name, str(version.version))
+        raise RegistrationError(
+            f"registering {name} version {version.version} failed ({_line(exc)}); the version "
+            "was deleted again, nothing is half-registered"
+        ) from exc
     return client.get_model_version(name, str(version.version))
 
 

@@ -3,6 +3,11 @@
 Prefect reads its settings when it is imported, so :func:`prepare_environment` must run before
 the first ``import prefect``. Values the user already set win: team mode is settings alone
 (``MLFLOW_TRACKING_URI=http://…``, ``PREFECT_API_URL=http://…``).
+
+The training flow reads :meth:`Settings.from_env` itself, so that a deployment run by a worker
+uses the worker's paths and servers; it applies :func:`environment_defaults` there too
+(:func:`apply_environment_defaults`). :func:`settings_environment` puts explicit settings into
+the environment for one in-process run.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 
 from taxi_common.errors import WorkbookError
 from taxi_common.settings import Settings
@@ -38,6 +44,53 @@ def environment_defaults(settings: Settings) -> dict[str, str]:
     }
 
 
+def apply_environment_defaults(settings: Settings,
+                               environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set each of :func:`environment_defaults` that ``environ`` (default ``os.environ``) lacks;
+    the ones it set. Nothing is overwritten."""
+    env = os.environ if environ is None else environ
+    added = {name: value for name, value in environment_defaults(settings).items()
+             if name not in env}
+    env.update(added)
+    return added
+
+
+#: The variables :meth:`Settings.from_env` reads for paths and tracking (not Prefect's own).
+_SETTINGS_VARIABLES = ("WORKBOOK_HOME", "TLC_BASE_URL", "MLFLOW_TRACKING_URI", "DATABASE_URL")
+
+
+def settings_variables(settings: Settings) -> dict[str, str | None]:
+    """The environment that makes :meth:`Settings.from_env` give ``settings``' paths and
+    tracking store (None: the variable must be unset)."""
+    return {"WORKBOOK_HOME": str(settings.workbook_home), "TLC_BASE_URL": settings.tlc_base_url,
+            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "DATABASE_URL": settings.database_url}
+
+
+@contextmanager
+def settings_environment(settings: Settings,
+                         environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """``environ`` (default ``os.environ``) describing ``settings`` inside the block, restored
+    afterwards: how an in-process caller hands explicit settings to the flow, which reads its
+    settings from the environment like a worker-run deployment does. The environment belongs to
+    the process: one such run at a time per process (as with the CLI)."""
+    env = os.environ if environ is None else environ
+    saved = {name: env.get(name) for name in _SETTINGS_VARIABLES}
+    try:
+        _set_or_unset(env, settings_variables(settings))
+        yield
+    finally:
+        _set_or_unset(env, saved)
+
+
+def _set_or_unset(env: MutableMapping[str, str], values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+
+
 def prepare_environment(settings: Settings,
                         environ: MutableMapping[str, str] | None = None) -> None:
     """Set level 3's defaults in ``environ`` (default ``os.environ``) and create PREFECT_HOME.
@@ -45,8 +98,7 @@ def prepare_environment(settings: Settings,
     Warns on stderr when prefect was imported before: its settings are then already fixed.
     """
     env = os.environ if environ is None else environ
-    for name, value in environment_defaults(settings).items():
-        env.setdefault(name, value)
+    apply_environment_defaults(settings, env)
     if settings.prefect_api_url:
         env.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     settings.prefect_home.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """MLflow tracking for the pipeline: the experiment, nested runs, lineage tags and the model.
 
-Runs are created through ``MlflowClient`` with explicit parent IDs, so nesting does not depend on
-which thread a Prefect task runs in. Nothing here runs at import: call :func:`configure_tracking`
-inside a command.
+Everything goes through an ``MlflowClient`` bound to the tracking URI: runs are created with
+explicit parent IDs, and the model is logged as a LoggedModel through the client too
+(:func:`log_pipeline_model`), so nothing depends on MLflow's global tracking URI, the active run,
+or the thread a Prefect task runs in. Nothing here runs at import: call
+:func:`configure_tracking` inside a command.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from taxi_common.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Dataset
+    from mlflow.models.model import ModelInfo
     from sklearn.pipeline import Pipeline
 
 EXPERIMENT = "taxi-duration"
@@ -50,6 +54,10 @@ def artifact_root(settings: Settings) -> str:
 @contextmanager
 def tracking_uri_scope(uri: str) -> Iterator[None]:
     """MLflow's global tracking URI set to ``uri`` inside the block, restored afterwards.
+
+    For reading with MLflow's fluent API in a notebook or a test (``mlflow.search_runs``,
+    ``mlflow.sklearn.load_model("models:/…")``). It changes process-wide state: the pipeline
+    never uses it.
 
     ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI to the environment; left there,
     a later ``Settings.from_env()`` in the same process (a notebook, a test) would silently read
@@ -127,16 +135,22 @@ def start_run(client: MlflowClient, experiment_id: str, name: str,
 
 
 def log_values(client: MlflowClient, run_id: str, *, params: dict[str, Any] | None = None,
-               metrics: dict[str, float] | None = None,
-               tags: dict[str, Any] | None = None) -> None:
-    """Params, metrics and tags of a run in one batch call."""
+               metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None,
+               model_id: str | None = None, dataset: Dataset | None = None) -> None:
+    """Params, metrics and tags of a run in one batch call.
+
+    With ``model_id`` the metrics belong to that logged model too; with ``dataset`` they say
+    on which rows they were measured (its name and digest).
+    """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.utils.time import get_current_time_millis
 
     now = get_current_time_millis()
+    linked = {"model_id": model_id, "dataset_name": dataset.name if dataset else None,
+              "dataset_digest": dataset.digest if dataset else None}
     client.log_batch(
         run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        metrics=[Metric(k, float(v), now, 0, **linked) for k, v in (metrics or {}).items()],
         params=[Param(k, str(v)) for k, v in (params or {}).items()],
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
     )
@@ -158,18 +172,43 @@ def model_input_example(df: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     return example.reset_index(drop=True)
 
 
-def log_pipeline_model(run_id: str, pipeline: Pipeline, example: pd.DataFrame,
-                       tracking_uri: str) -> str:
-    """Log ``pipeline`` as ``model`` of run ``run_id``, with signature and example; its URI."""
-    import mlflow
-    from mlflow.models import infer_signature
+def log_pipeline_model(client: MlflowClient, run_id: str, pipeline: Pipeline,
+                       example: pd.DataFrame, *, params: dict[str, Any] | None = None,
+                       name: str = "model") -> ModelInfo:
+    """Log ``pipeline`` as the LoggedModel ``name`` of run ``run_id``, through ``client`` only.
+
+    What ``mlflow.sklearn.log_model`` does, without its global tracking URI and active run:
+    create the LoggedModel (with ``params``) in the run's experiment, record it as the run's
+    output, save the sklearn flavor (signature, input example, pinned requirements, skops
+    trusted types) into a temporary folder, upload it, and mark the model READY (FAILED if any
+    step fails). Returns the ``ModelInfo``; its ``model_id`` names the model for registration.
+    """
+    import tempfile
+
+    import mlflow.sklearn
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model, infer_signature
 
     with warnings.catch_warnings():  # zone IDs are integers on purpose: they are never missing
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, pipeline.predict(example))
-        with tracking_uri_scope(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
-            info = mlflow.sklearn.log_model(
-                pipeline, name="model", signature=signature, input_example=example,
-                pip_requirements=pip_requirements(), skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            )
-    return info.model_uri
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(
+        experiment_id, name=name, source_run_id=run_id, model_type="regressor",
+        params={k: str(v) for k, v in (params or {}).items()})
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        model = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                      run_id=run_id, model_id=logged.model_id)
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            path = os.path.join(tmp, name)
+            mlflow.sklearn.save_model(
+                pipeline, path, mlflow_model=model, signature=signature, input_example=example,
+                pip_requirements=pip_requirements(), skops_trusted_types=SKOPS_TRUSTED_TYPES)
+            client.log_model_artifacts(logged.model_id, path)
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    return model.get_model_info(client.finalize_logged_model(logged.model_id,
+                                                             LoggedModelStatus.READY))

@@ -9,6 +9,11 @@ class DataUnavailableError(WorkbookError):
     """A month that cannot be had: not published, or no network."""
 
 
+class TransientDataError(DataUnavailableError):
+    """A month that could not be had this time (no connection, a timeout, HTTP 5xx): worth
+    retrying, unlike an unpublished month or a bad schema."""
+
+
 class DataCorruptError(WorkbookError):
     """A file that is truncated or not a valid parquet file."""
 

@@ -11,7 +11,9 @@ is validated (byte count, parquet footer, row count, columns), and is then moved
 fault) is deleted and downloaded again once.
 
 Every failure a user can meet ends in one :class:`~taxi_common.errors.WorkbookError` line that
-names the month, the color, the URL or file, and the fix.
+names the month, the color, the URL or file, and the fix. The ones that may pass by themselves (no
+connection, a timeout, HTTP 429 or 5xx) are :class:`~taxi_common.errors.TransientDataError`, so
+a pipeline can retry them and nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from typing import IO
 
 import pandas as pd
 
-from taxi_common.errors import BadInputError, DataCorruptError, DataUnavailableError, SchemaError
+from taxi_common.errors import (
+    BadInputError,
+    DataCorruptError,
+    DataUnavailableError,
+    SchemaError,
+    TransientDataError,
+)
 from taxi_common.files import atomic_write
 from taxi_common.months import format_month, parse_month
 from taxi_common.schema import trip_columns, validate_trips
@@ -40,6 +48,8 @@ DEFAULT_TIMEOUT = 30.0
 CHUNK_BYTES = 1 << 20
 _USER_AGENT = "mlops-levels (taxi_common.sources)"
 _NOT_PUBLISHED_CODES = (403, 404)  # the TLC's CDN answers 403 for a file it does not have
+#: Answers that may go away on their own: too many requests, and the server's own errors.
+_TRANSIENT_CODES = (429, 500, 502, 503, 504)
 
 #: What ``urlopen`` returns: an HTTP response, or a local file's for ``file://``.
 Response = http.client.HTTPResponse | urllib.response.addinfourl
@@ -79,8 +89,8 @@ def _not_published(color: str, month: str, detail: str) -> DataUnavailableError:
     )
 
 
-def _unreachable(url: str, reason: object) -> DataUnavailableError:
-    return DataUnavailableError(
+def _unreachable(url: str, reason: object) -> TransientDataError:
+    return TransientDataError(
         f"cannot reach {url} ({_one_line(reason)}): no network? set TLC_BASE_URL to a mirror "
         "(file:// or http://127.0.0.1:PORT), or use --source synthetic"
     )
@@ -101,7 +111,8 @@ def _open_url(color: str, month: str, url: str, timeout: float) -> Response:
         exc.close()
         if exc.code in _NOT_PUBLISHED_CODES:
             raise _not_published(color, month, f"HTTP {exc.code} from {url}") from None
-        raise DataUnavailableError(
+        error = TransientDataError if exc.code in _TRANSIENT_CODES else DataUnavailableError
+        raise error(
             f"{url} answered HTTP {exc.code} ({_one_line(exc.reason)}) for {color} {month}: "
             "try again later, or set TLC_BASE_URL to a mirror"
         ) from None

@@ -114,3 +114,20 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def registered_versions() -> Callable[[Settings], list[str]]:
     """``registered_versions(settings)``: versions of taxi-duration in that registry."""
     return _registered_versions
+
+
+@pytest.fixture
+def decoy_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """MLflow's *global* tracking URI pointed at a SQLite file that nothing should touch; the
+    file's path. The environment keeps no MLFLOW_TRACKING_URI (``set_tracking_uri`` exports
+    one), so settings still choose the store; the global URI is unset afterwards."""
+    import mlflow
+
+    decoy = tmp_path / "decoy-global-mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored to absent afterwards
+    mlflow.set_tracking_uri(f"sqlite:///{decoy}")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield decoy
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -83,7 +83,7 @@ def store(settings: Settings, empty_store: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 def logged_model(store: Settings) -> tuple[Any, str, str]:
-    """(client, model URI, run id) of a tiny linear pipeline logged to a fresh SQLite store."""
+    """(client, logged model ID, run id): a tiny linear pipeline logged to a fresh SQLite store."""
     settings = store
     experiment_id = configure_tracking(settings)
     client = client_for(settings.tracking_uri)
@@ -91,8 +91,8 @@ def logged_model(store: Settings) -> tuple[Any, str, str]:
                       "trip_distance": np.linspace(0.5, 9, 40)})
     pipeline = build_model("linear").fit(x, 3 * x["trip_distance"].to_numpy() + 2)
     run_id = start_run(client, experiment_id, "tiny", tags={"data.train_months": "2021-01"})
-    uri = log_pipeline_model(run_id, pipeline, x.head(3), settings.tracking_uri)
-    return client, uri, run_id
+    model_id = log_pipeline_model(client, run_id, pipeline, x.head(3)).model_id
+    return client, model_id, run_id
 
 
 def test_experiment_has_an_artifact_location_under_workbook_home(store: Settings) -> None:
@@ -247,9 +247,9 @@ def two_models(store: Settings) -> tuple[Any, dict[str, Any]]:
               "2": fit_model("random_forest", train, {"n_estimators": 5, "max_depth": 4})}
     for version, pipeline in fitted.items():
         run_id = start_run(client, experiment_id, f"model-{version}")
-        uri = log_pipeline_model(run_id, pipeline, model_input_example(train),
-                                 settings.tracking_uri)
-        register_version(client, uri, run_id, description="d", tags={})
+        model_id = log_pipeline_model(client, run_id, pipeline,
+                                      model_input_example(train)).model_id
+        register_version(client, model_id, run_id, description="d", tags={})
     promote(client, "1")
     return client, fitted
 

@@ -76,19 +76,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _log_tiny_model(tracking_uri: str, home: Path) -> tuple[str, str]:
-    """(model URI, run ID) of a tiny linear pipeline logged to ``tracking_uri``."""
+    """(logged model ID, run ID) of a tiny linear pipeline logged to ``tracking_uri``."""
     settings = Settings(workbook_home=home, mlflow_tracking_uri=tracking_uri)
     experiment_id = configure_tracking(settings)
     x = pd.DataFrame({"PULocationID": [1, 2, 3, 4] * 10, "DOLocationID": [5, 6, 7, 8] * 10,
                       "trip_distance": np.linspace(0.5, 9, 40)})
     pipeline = build_model("linear").fit(x, 3 * x["trip_distance"].to_numpy() + 2)
-    run_id = start_run(client_for(tracking_uri), experiment_id, "tiny")
-    return log_pipeline_model(run_id, pipeline, x.head(3), tracking_uri), run_id
+    client = client_for(tracking_uri)
+    run_id = start_run(client, experiment_id, "tiny")
+    return log_pipeline_model(client, run_id, pipeline, x.head(3)).model_id, run_id
 
 
 @pytest.fixture(scope="module")
 def tiny_model(server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A tiny model logged once through the server: (model URI, run ID)."""
+    """A tiny model logged once through the server: (logged model ID, run ID)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         return _log_tiny_model(server.url, tmp_path_factory.mktemp("client"))

@@ -177,11 +177,10 @@ def register(settings: Settings, pipeline: Any, train: pd.DataFrame, *, alias: s
 
     client = client_for(settings.tracking_uri)
     run_id = start_run(client, configure_tracking(settings), f"level4 test {alias}")
-    logged = log_pipeline_model(run_id, pipeline, model_input_example(train),
-                                settings.tracking_uri)
-    model_uri = getattr(logged, "model_uri", logged)
+    logged = log_pipeline_model(client, run_id, pipeline, model_input_example(train))
     client.set_terminated(run_id, "FINISHED")
-    version = register_version(client, model_uri, run_id, description="level-4 test model",
+    version = register_version(client, logged.model_id, run_id,
+                               description="level-4 test model",
                                tags={**TAGS, **(tags or {})}, alias=alias)
     return str(version.version)
 

@@ -15,7 +15,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_common.errors import BadInputError, DataCorruptError, DataUnavailableError, SchemaError
+from taxi_common.errors import (
+    BadInputError,
+    DataCorruptError,
+    DataUnavailableError,
+    SchemaError,
+    TransientDataError,
+)
 from taxi_common.local_servers import free_port
 from taxi_common.prepare import prepare_trips
 from taxi_common.schema import GREEN_DTYPES
@@ -211,8 +217,10 @@ def test_forbidden_counts_as_unpublished(file_server: FileServer, tmp_path: Path
     # The TLC's CDN answers 403, not 404, for a month it does not have.
     file_server.files["green_tripdata_2031-01.parquet"] = Body(status=403)
     settings = _settings(tmp_path, file_server.base_url)
-    with pytest.raises(DataUnavailableError, match="not published by the TLC \\(HTTP 403 from"):
+    with pytest.raises(DataUnavailableError,
+                       match="not published by the TLC \\(HTTP 403 from") as info:
         download_month("green", "2031-01", settings=settings, progress=False)
+    assert not isinstance(info.value, TransientDataError)  # waiting will not publish it
     assert _cache_files(settings) == []
 
 
@@ -228,7 +236,7 @@ def test_missing_file_on_a_file_url_mirror(tmp_path: Path) -> None:
 def test_server_down(tmp_path: Path) -> None:
     port = free_port()  # free a moment ago: nobody listens there
     settings = _settings(tmp_path, f"http://127.0.0.1:{port}")
-    with pytest.raises(DataUnavailableError) as info:
+    with pytest.raises(TransientDataError) as info:  # a DataUnavailableError worth retrying
         download_month("green", "2021-01", settings=settings, progress=False)
     message = str(info.value)
     assert message.startswith(f"cannot reach http://127.0.0.1:{port}/green_tripdata_2021-01")
@@ -241,7 +249,7 @@ def test_server_that_never_answers_times_out(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         settings = _settings(tmp_path, f"http://127.0.0.1:{sock.getsockname()[1]}")
-        with pytest.raises(DataUnavailableError, match="cannot reach .*timed out"):
+        with pytest.raises(TransientDataError, match="cannot reach .*timed out"):
             download_month("green", "2021-01", settings=settings, progress=False, timeout=0.5)
     assert _cache_files(settings) == []
 
@@ -249,9 +257,17 @@ def test_server_that_never_answers_times_out(tmp_path: Path) -> None:
 def test_server_error_is_not_called_unpublished(file_server: FileServer, tmp_path: Path) -> None:
     file_server.files[JAN] = Body(status=503)
     settings = _settings(tmp_path, file_server.base_url)
-    with pytest.raises(DataUnavailableError, match="answered HTTP 503 .* try again later"):
+    with pytest.raises(TransientDataError, match="answered HTTP 503 .* try again later"):
         download_month("green", "2021-01", settings=settings, progress=False)
     assert _cache_files(settings) == []
+
+
+def test_a_client_error_is_not_transient(file_server: FileServer, tmp_path: Path) -> None:
+    file_server.files[JAN] = Body(status=401)
+    settings = _settings(tmp_path, file_server.base_url)
+    with pytest.raises(DataUnavailableError, match="answered HTTP 401") as info:
+        download_month("green", "2021-01", settings=settings, progress=False)
+    assert not isinstance(info.value, TransientDataError)  # retrying will not authorise it
 
 
 @pytest.mark.tlc

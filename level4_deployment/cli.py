@@ -380,6 +380,55 @@ def deploy(
         raise typer.Exit(1)
 
 
+@app.command()
+def release(
+    train_months: str = typer.Option("2021-01", help="Training months, YYYY-MM[,YYYY-MM…]."),
+    val_month: str = typer.Option("2021-02", help="Validation month, YYYY-MM."),
+    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    models: str = typer.Option("linear,ridge,lasso,random_forest,hist_gb",
+                               help="Comma-separated candidate models."),
+    trials: int = typer.Option(3, help="Random-search trials per model."),
+    seed: int = typer.Option(0, help="Seed of the search and of synthetic data."),
+    rows: int | None = typer.Option(None, help="Cap the trips of each month."),
+    scenario: str = typer.Option("baseline", help=SCENARIO_HELP),
+    holdout_month: str | None = typer.Option(
+        None, help="Month the gate scores both models on (default: after --val-month)."),
+    margin: float = typer.Option(0.01, help="How much worse than the champion the new model "
+                                 "may be, as a share of its RMSE."),
+    as_json: bool = typer.Option(False, "--json", help="Print training and gate as JSON."),
+) -> None:
+    """From data to production in one command: level 3's training flow registers a challenger,
+    then `deploy` gates it against the champion and promotes it if it passes.
+
+    Exit code 0 when promoted, 1 when the gate refused it, 2 for an error.
+    """
+    with _one_line_errors():
+        from level3_training.pipeline import TrainConfig, parse_models, run_training
+        from level3_training.runtime import quiet_user_error_tracebacks
+        from level4_deployment.deploy import deploy as run_deploy
+
+        months = tuple(m.strip() for m in train_months.split(",") if m.strip())
+        config = TrainConfig(months, val_month, source=source, models=parse_models(models),
+                             trials=trials, seed=seed, n_rows=rows, scenario=scenario).check()
+        settings = _settings()
+        _use_prefect_server(settings)
+        quiet_user_error_tracebacks()
+        summary = run_training(config, settings)
+        typer.echo(f"trained: best {summary['best']} (val RMSE {summary['best_val_rmse']:.4f}), "
+                   f"registered version {summary['version']} as @challenger", err=True)
+        result = run_deploy(settings, version=str(summary["version"]),
+                            holdout_month=holdout_month, margin=margin, rows=rows)
+    if as_json:
+        _echo_json({"training": summary, "deploy": result.to_json()})
+    else:
+        for line in result.report.lines():
+            typer.echo(line)
+        typer.echo(f"released: version {result.aliases['champion']} is @champion" if
+                   result.promoted else "not released: @champion is unchanged")
+    if not result.report.passed:
+        raise typer.Exit(1)
+
+
 @app.command("score-batch")
 def score_batch(
     month: str = typer.Option(..., help="Month to score, YYYY-MM."),

@@ -266,3 +266,10 @@ def test_a_user_error_is_one_line_from_the_command(home: Settings) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: day '2021-13-01' is not of the form YYYY-MM-DD"]
+
+
+def test_an_unreachable_database_is_one_line(cli: Any) -> None:
+    result = cli("log", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
+    assert result.exit_code == 2
+    assert "error: the level-4 database does not answer" in result.output
+    assert "check DATABASE_URL" in result.output and "Traceback" not in result.output

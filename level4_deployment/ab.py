@@ -169,6 +169,27 @@ def ab_report(joined: pd.DataFrame, min_samples: int = DEFAULT_MIN_SAMPLES) -> d
     return report
 
 
+def peeking_false_positives(errors: np.ndarray, *, looks: int = 10,
+                            min_samples: int = DEFAULT_MIN_SAMPLES, repeats: int = 2000,
+                            seed: int = SEED) -> dict[str, float]:
+    """Why peeking is wrong, measured: A/A tests (both arms drawn from the same ``errors``)
+    checked at ``looks`` evenly spaced sample sizes up to ``min_samples``. Returns the share of
+    tests declared significant when stopping at the first p < alpha, and at the fixed horizon
+    only (about alpha)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    sizes = np.linspace(min_samples / looks, min_samples, looks).astype(int)
+    peeking = fixed = 0
+    for _ in range(repeats):
+        a, b = rng.choice(errors, min_samples), rng.choice(errors, min_samples)
+        p_values = [stats.ttest_ind(a[:n], b[:n], equal_var=False).pvalue for n in sizes]
+        peeking += any(p < ALPHA for p in p_values)
+        fixed += p_values[-1] < ALPHA
+    return {"looks": looks, "repeats": repeats, "peeking": float(peeking / repeats),
+            "fixed_horizon": float(fixed / repeats)}
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as a few lines of text."""
     lines = [f"{'variant':<11}{'n':>8}{'MAE':>9}{'RMSE':>9}  versions"]

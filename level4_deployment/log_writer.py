@@ -12,11 +12,14 @@ Nothing is lost silently. A row that does not fit in the queue, or whose batch s
 Processes and threads: create the writer anywhere, call :meth:`start` in the process that
 serves (under gunicorn: in each worker, after the fork — a thread and a connection pool do
 not survive ``fork``), and :meth:`close` on shutdown: it writes everything still queued.
+A writer started in a forked child starts afresh (its own queue and counts): rows queued in the
+parent before the fork are the parent's to write, not each worker's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -80,6 +83,8 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
         self._last_drop_log = -DROP_LOG_INTERVAL
+        self._max_queue = max_queue
+        self._owner_pid = os.getpid()
 
     @classmethod
     def for_settings(cls, settings: Settings, **options: Any) -> PredictionLogWriter:
@@ -132,11 +137,22 @@ class PredictionLogWriter:
         """Open the database and start the writing thread (in the serving process)."""
         if self._thread is not None:
             return self
+        if os.getpid() != self._owner_pid:
+            self._reset_after_fork()
         self._engine = self._engine_factory()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer",
                                         daemon=True)
         self._thread.start()
         return self
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: a fresh queue, lock and counts. Rows queued in the parent stay the
+        parent's (with several workers, each would otherwise write its own copy of them)."""
+        self._queue = queue.Queue(maxsize=self._max_queue)
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._stopping = threading.Event()
+        self._owner_pid = os.getpid()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row queued so far is written or dropped; False on timeout."""

@@ -122,3 +122,11 @@ def test_rows_without_actuals_are_left_out(months) -> None:
 def test_min_samples_below_two_is_refused(months) -> None:
     with pytest.raises(BadInputError, match="--min-samples 1"):
         ab.ab_report(pd.DataFrame(columns=["variant", "duration"]), min_samples=1)
+
+
+def test_peeking_inflates_false_positives_a_fixed_horizon_does_not(months) -> None:
+    train, traffic = months
+    errors = np.abs(fit_linear(train).predict(traffic[FEATURES]) - traffic["duration"])
+    rates = ab.peeking_false_positives(errors.to_numpy(), looks=10, repeats=400)
+    assert rates["fixed_horizon"] < 0.09  # about alpha = 0.05 (400 repeats: +-0.02)
+    assert rates["peeking"] > 2 * rates["fixed_horizon"]

@@ -230,3 +230,46 @@ def test_dashboard_serves_the_project_and_every_panel_has_data(dashboard: str) -
         assert [s["timestamp"][:10] for s in series["sources"]] == ["2021-03-09", "2021-03-10"]
         assert series["series"], f"panel {panel['title']!r} shows nothing"
         assert all(len(s["values"]) == 2 for s in series["series"]), panel["title"]
+
+
+@pytest.mark.slow
+def test_monitor_runs_the_prefect_flow_by_default(home: Settings, model: Pipeline,
+                                                  prefect_api: str) -> None:
+    """The flow-level test: ``monitor`` in a real process (Prefect's console logging belongs to
+    the process that starts it) on the session's Prefect server, one task run per day."""
+    from level4_deployment.reference import write_reference
+
+    write_reference(model, "2021-02", settings=home, rows=3000,
+                    path=default_reference_path(home))
+    serve_days(home, model, [9, 10])  # congestion from the 10th
+    env = {**os.environ, "WORKBOOK_HOME": str(home.workbook_home), "PREFECT_API_URL": prefect_api}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "-m", "level4_deployment.cli", "monitor", "--from",
+                             "2021-03-09", "--to", "2021-03-10", "--json"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    days = json.loads(result.stdout)  # Prefect's run logs go to stderr
+    assert [d["day"] for d in days] == ["2021-03-09", "2021-03-10"]
+    assert not days[0]["alerts"] and days[1]["alerts"]
+    assert all(Path(d["html"]).is_file() for d in days)
+    assert result.stderr.count("monitor-day") >= 2  # a task run per day
+    assert "Finished in state Completed" in result.stderr
+    stored = store.read_metrics(store.engine_for(home), metrics=["mae_ratio"])
+    assert stored["day"].tolist() == [dt.date(2021, 3, 9), dt.date(2021, 3, 10)]
+
+
+def test_a_user_error_is_one_line_from_the_command(home: Settings) -> None:
+    env = {**os.environ, "WORKBOOK_HOME": str(home.workbook_home)}
+    result = subprocess.run([sys.executable, "-m", "level4_deployment.cli", "monitor", "--day",
+                             "2021-13-01", "--no-flow"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: day '2021-13-01' is not of the form YYYY-MM-DD"]
+
+
+def test_an_unreachable_database_is_one_line(cli: Any) -> None:
+    result = cli("log", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
+    assert result.exit_code == 2
+    assert "error: the level-4 database does not answer" in result.output
+    assert "check DATABASE_URL" in result.output and "Traceback" not in result.output

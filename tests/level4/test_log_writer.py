@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -114,3 +116,24 @@ def test_for_settings_creates_the_tables_on_start(tmp_path: Path) -> None:
     engine = store.engine_for(settings)
     assert logged_rows(engine) == 1
     assert writer.stats.as_dict()["dropped"] == 0
+
+
+def _serve_in_child(writer: PredictionLogWriter) -> None:
+    writer.start()  # what a gunicorn worker does in post_fork
+    writer.submit(prediction(1))
+    stats = writer.close()
+    os._exit(0 if (stats.submitted, stats.written) == (1, 1) else 1)
+
+
+def test_created_before_a_fork_started_after_it(tmp_path: Path) -> None:
+    settings = Settings(workbook_home=tmp_path / "home")
+    writer = PredictionLogWriter.for_settings(settings, flush_interval=0.1)
+    writer.submit(prediction(0))  # queued in the parent before the fork
+    child = multiprocessing.get_context("fork").Process(target=_serve_in_child, args=(writer,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0  # the child wrote its own row only, not a copy of the parent's
+    engine = store.engine_for(settings)
+    assert logged_rows(engine) == 1
+    assert writer.close().written == 1  # the parent writes the row it queued
+    assert logged_rows(engine) == 2

@@ -177,27 +177,45 @@ def ab_report(
 
 @app.command()
 def reference(
-    model_file: Path = typer.Option(..., help="A model file written by `level2 train`."),
-    month: str = typer.Option(..., help="The model's validation month, YYYY-MM."),
+    version: str = typer.Option("champion", help="Registry version or alias whose validation "
+                                "month (and predictions) become the reference."),
+    model_file: Path | None = typer.Option(None, help="Use a model file written by `level2 "
+                                           "train` instead of the registry (needs --month)."),
+    month: str | None = typer.Option(None, help="The model's validation month, YYYY-MM "
+                                     "(default: the version's data.val_month tag)."),
     out: Path | None = typer.Option(None, help="Parquet file to write "
                                     "(default: $WORKBOOK_HOME/level4/reference.parquet)."),
-    source: str = typer.Option("synthetic", help=SOURCE_HELP),
+    source: str | None = typer.Option(None, help=SOURCE_HELP + " (default: the version's)."),
     rows: int | None = typer.Option(None, help="Trips of the month."),
-    seed: int = typer.Option(0, help="Seed of synthetic data."),
+    seed: int | None = typer.Option(None, help="Seed of synthetic data (default: the "
+                                    "version's)."),
 ) -> None:
-    """Write the monitoring reference: MONTH's trips with the model's predictions."""
+    """Write the monitoring reference: the champion's validation month with its predictions."""
     with _one_line_errors():
-        from level2_devops.model_store import load_model
         from level4_deployment.reference import load_reference, write_reference
 
         settings = _settings()
-        pipeline, metadata = load_model(model_file)
-        path = write_reference(pipeline, month, settings=settings,
-                               path=out or default_reference_path(settings),
-                               model_version=metadata.get("version"), source=source, rows=rows,
-                               seed=seed)
+        target = out or default_reference_path(settings)
+        if model_file is not None:
+            from level2_devops.model_store import load_model
+            from taxi_common.errors import BadInputError
+
+            if month is None:
+                raise BadInputError("--model-file needs --month (the model's validation month)")
+            pipeline, metadata = load_model(model_file)
+            path = write_reference(pipeline, month, settings=settings, path=target,
+                                   model_version=metadata.get("version"),
+                                   source=source or "synthetic", rows=rows, seed=seed or 0)
+        else:
+            from level3_training.runtime import check_services, prepare_environment
+            from level4_deployment.reference import write_registry_reference
+
+            prepare_environment(settings)
+            check_services(settings, prefect=False)
+            path = write_registry_reference(settings, version, path=target, month=month,
+                                            source=source, rows=rows, seed=seed)
         written = load_reference(path)
-    typer.echo(f"reference {path}: {len(written.frame):,} trips of {month}, model "
+    typer.echo(f"reference {path}: {len(written.frame):,} trips of {written.month}, model "
                f"{written.model_version or '?'}, MAE {written.mae:.3f}, RMSE {written.rmse:.3f}")
 
 

@@ -1,9 +1,9 @@
 """The monitoring reference: the champion's validation month with the champion's predictions.
 
 Daily traffic is compared with it: drift of the inputs and of the prediction, and the day's
-MAE and RMSE against the reference's. :func:`write_reference` is the one seam that chooses the
-model; today it takes any fitted pipeline (``--model-file`` in the CLI reads a level-2 model
-file); the registry's champion plugs in here.
+MAE and RMSE against the reference's. :func:`write_reference` takes any fitted pipeline;
+:func:`write_registry_reference` gives it a registry version (by default the champion) and that
+version's own validation month, data source, seed and scenario from its lineage tags.
 """
 
 from __future__ import annotations
@@ -73,6 +73,28 @@ def write_reference(model: Any, month: str, *, settings: Settings, path: Path,
     with atomic_write(Path(path)) as (out, _tmp):
         pq.write_table(table, out)
     return Path(path)
+
+
+def write_registry_reference(settings: Settings, alias_or_version: str = "champion", *,
+                             path: Path, month: str | None = None, source: str | None = None,
+                             rows: int | None = None, seed: int | None = None) -> Path:
+    """The reference of a registry version: its validation month (``data.val_month``), with the
+    data source, seed, scenario and row cap it was validated on, unless given here."""
+    from level3_training.registry import client_for, get_version, load_version
+
+    client = client_for(settings.tracking_uri)
+    version, pipeline = load_version(client, alias_or_version)
+    tags = dict(get_version(client, version).tags or {})
+    month = month or tags.get("data.val_month")
+    if not month:
+        raise BadInputError(f"version {version} has no data.val_month tag: pass --month")
+    cap = tags.get("data.n_rows_cap", "")
+    return write_reference(
+        pipeline, month, settings=settings, path=path, model_version=version,
+        source=source or tags.get("data.source", "synthetic"),
+        rows=rows if rows is not None else (int(cap) if cap.isdigit() else None),
+        seed=seed if seed is not None else int(tags.get("data.seed", "0") or 0),
+        scenario=tags.get("data.scenario", "baseline") or "baseline")
 
 
 def load_reference(path: Path) -> Reference:

@@ -224,6 +224,11 @@ def serve_registry(options: Any, settings: Settings, *, challenger_share: float 
         return source
 
     def sink_factory() -> PredictionLogSink:
+        from level4_deployment.store import create_tables, engine_for
+
+        engine = engine_for(settings)  # the tables, once, in the master: not N workers racing
+        create_tables(engine)
+        engine.dispose()
         return PredictionLogSink(PredictionLogWriter.for_settings(settings), built["source"])
 
     serve(options, settings, source_factory,

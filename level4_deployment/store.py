@@ -160,9 +160,22 @@ def engine_for(settings: Settings, *, schema: str | None = None) -> Engine:
     return engine
 
 
-def create_tables(engine: Engine) -> None:
-    """Create the four tables and their indexes if they do not exist."""
-    metadata.create_all(engine)
+def create_tables(engine: Engine, attempts: int = 3) -> None:
+    """Create the four tables and their indexes if they do not exist.
+
+    Safe when several processes do it at once (the gunicorn workers of one service): the check
+    and the ``CREATE`` are not atomic, so another process may create a table in between; that
+    error is taken as "exists" and the check is run again.
+    """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError) as exc:
+            if "already exists" not in str(exc) or attempt == attempts - 1:
+                raise
 
 
 def _insert(engine: Engine, table: Table) -> Any:

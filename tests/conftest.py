@@ -11,13 +11,15 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import threading
+import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from taxi_common.settings import Settings
+from tests.http_helpers import serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TLC_TEST_DATA = Path(os.environ.get("TLC_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "tlc"))
@@ -40,14 +42,8 @@ def tlc_dir() -> Path:
 def tlc_mirror(tlc_dir: Path) -> Iterator[str]:
     """Base URL of an HTTP server on 127.0.0.1 serving the real TLC files; stopped afterwards."""
     handler = functools.partial(_QuietHandler, directory=str(tlc_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url
 
 
 @pytest.fixture
@@ -60,3 +56,44 @@ def settings(tmp_path: Path) -> Settings:
 def tlc_settings(tmp_path: Path, tlc_mirror: str) -> Settings:
     """Settings whose TLC_BASE_URL is the local mirror of the real files."""
     return Settings(workbook_home=tmp_path / "workbook", tlc_base_url=tlc_mirror)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ONE Prefect server on a free port for the whole session (levels 3 and 4 share it);
+    PREFECT_API_URL points at it, and level 3's environment defaults (a client PREFECT_HOME,
+    telemetry off, bounded MLflow retries) are set until the session ends.
+
+    Measured on this machine (2 cores, shared): ``prefect server start`` healthy after 13.3 s,
+    ``prefect_test_harness(server_startup_timeout=120)`` up after 14.5 s; they cost the same, and
+    the subprocess server is the real thing that CLI subprocesses can use too.
+    """
+    from level3_training.prefect_server import start_server
+    from level3_training.runtime import environment_defaults
+
+    home = tmp_path_factory.mktemp("prefect")
+    server = start_server(home / "server-home")
+    # level 3's own defaults, set here so that run_training's setdefault adds none of them to
+    # os.environ for good: all are undone when the session ends
+    env = {**environment_defaults(Settings(workbook_home=home)),  # PREFECT_HOME: home/prefect
+           "PREFECT_API_URL": server.api_url}
+    with ExitStack() as stack:
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        for name, value in env.items():
+            patch.setenv(name, value)
+        if "prefect" in sys.modules:  # imported earlier: its settings snapshot needs the URL too
+            from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+            stack.enter_context(temporary_settings(
+                updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: env["PREFECT_HOME"]}))
+        stack.callback(server.stop)
+        stack.callback(_drain_prefect_logs)  # runs first: send queued logs while the API is up
+        yield server.api_url
+
+
+def _drain_prefect_logs() -> None:
+    """Send Prefect's queued API logs, so none are sent to a server that has stopped."""
+    if "prefect" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)

@@ -1,10 +1,5 @@
-"""Level-3 fixtures: ONE Prefect server for the whole session, and a trained workbook home.
-
-Measured on this machine (2 cores, shared): ``prefect server start`` healthy after 13.3 s,
-``prefect_test_harness(server_startup_timeout=120)`` up after 14.5 s (plus 5.3 s importing
-prefect first). They cost the same; the subprocess server is the real thing, and CLI subprocesses
-can use it too (PREFECT_API_URL), so that is what the tests use.
-"""
+"""Level-3 fixtures: a trained workbook home, and the flow on small data (the session's one
+Prefect server, ``prefect_api``, is in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -12,52 +7,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from level3_training.prefect_server import start_server
-from level3_training.runtime import environment_defaults
 from taxi_common.settings import Settings
 
 #: Small synthetic training data: a few thousand rows a month, three cheap candidates.
 SMALL = {"train_months": ("2021-01",), "val_month": "2021-02", "n_rows": 3000,
          "models": ("linear", "ridge", "random_forest"), "trials": 2, "seed": 0}
 MLOPS_LEVELS = Path(sys.executable).with_name("mlops-levels")
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect server on a free port for the session; PREFECT_API_URL points at it, and level 3's
-    environment defaults (a client PREFECT_HOME, telemetry off, bounded MLflow retries) are set."""
-    home = tmp_path_factory.mktemp("prefect")
-    server = start_server(home / "server-home")
-    # level 3's own defaults, set here so that run_training's setdefault adds none of them to
-    # os.environ for good: all are undone when the session ends
-    env = {**environment_defaults(Settings(workbook_home=home)),  # PREFECT_HOME: home/prefect
-           "PREFECT_API_URL": server.api_url}
-    with ExitStack() as stack:
-        patch = stack.enter_context(pytest.MonkeyPatch.context())
-        for name, value in env.items():
-            patch.setenv(name, value)
-        if "prefect" in sys.modules:  # imported earlier: its settings snapshot needs the URL too
-            from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-            stack.enter_context(temporary_settings(
-                updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: env["PREFECT_HOME"]}))
-        stack.callback(server.stop)
-        stack.callback(_drain_prefect_logs)  # runs first: send queued logs while the API is up
-        yield server.api_url
-
-
-def _drain_prefect_logs() -> None:
-    """Send Prefect's queued API logs, so none are sent to a server that has stopped."""
-    if "prefect" in sys.modules:
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=5)
 
 
 def _train_small(settings: Settings, **overrides: Any) -> dict[str, Any]:

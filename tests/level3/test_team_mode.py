@@ -17,27 +17,16 @@ from level3_training.mlflow_server import start_mlflow_server
 from level3_training.registry import MODEL_NAME, alias_version, client_for
 from level3_training.tracking import tracking_uri_scope
 from taxi_common.settings import Settings
+from tests.postgres import postgres_admin_connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def _admin_connection() -> Any:
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(**PG, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 ({str(exc).strip()})")
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
     """A new, empty PostgreSQL database; its SQLAlchemy URI. Dropped afterwards."""
     name = f"mlops_l3_{uuid.uuid4().hex[:10]}"
-    conn = _admin_connection()
+    conn = postgres_admin_connection()
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -1,4 +1,4 @@
-"""Level-4 fixtures: the shared tables on SQLite and on PostgreSQL, a Prefect server, and real
+"""Level-4 fixtures: the shared tables on SQLite and on PostgreSQL, and real
 scikit-learn pipelines logged and registered in a real MLflow store.
 
 The level-3 flow is what registers versions in a user's workbook; here versions are logged
@@ -12,10 +12,8 @@ skip with the reason; the SQLite path always runs.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +23,16 @@ from sqlalchemy import Engine
 
 from taxi_common.prepare import FEATURE_COLUMNS, TARGET
 from taxi_common.settings import Settings
+from tests.postgres import postgres_admin_connection
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"  # bare: engine_for maps it to psycopg2
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def _admin_connection() -> Any:
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(**PG, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 ({str(exc).strip()})")
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A new, empty PostgreSQL schema in database ``test``; dropped (with its tables) after."""
     name = f"l4_test_{uuid.uuid4().hex[:10]}"
-    conn = _admin_connection()
+    conn = postgres_admin_connection()
     with conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA "{name}"')
     try:
@@ -92,36 +79,6 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     finally:
         engine.dispose()
 
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect server on a free port for the session (level 3's server helper), with
-    PREFECT_API_URL and level 3's environment defaults set until the session ends."""
-    from level3_training.prefect_server import start_server
-    from level3_training.runtime import environment_defaults
-
-    home = tmp_path_factory.mktemp("prefect")
-    server = start_server(home / "server-home")
-    env = {**environment_defaults(Settings(workbook_home=home)), "PREFECT_API_URL": server.api_url}
-    with ExitStack() as stack:
-        patch = stack.enter_context(pytest.MonkeyPatch.context())
-        for name, value in env.items():
-            patch.setenv(name, value)
-        if "prefect" in sys.modules:  # imported earlier: its settings snapshot needs the URL too
-            from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-            stack.enter_context(temporary_settings(
-                updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: env["PREFECT_HOME"]}))
-        stack.callback(server.stop)
-        stack.callback(_drain_prefect_logs)  # runs first: send queued logs while the API is up
-        yield server.api_url
-
-
-def _drain_prefect_logs() -> None:
-    if "prefect" in sys.modules:
-        from prefect.logging.handlers import APILogWorker
-
-        APILogWorker.drain_all(timeout=5)
 
 #: The lineage tags a level-3 version carries (what ``deploy`` reads to pick its holdout).
 TAGS = {"data.source": "synthetic", "data.color": "green", "data.train_months": "2021-01",

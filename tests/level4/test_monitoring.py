@@ -13,7 +13,6 @@ import datetime as dt
 import http.server
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from taxi_common.errors import BadInputError
 from taxi_common.features import TripFeaturizer
 from taxi_common.scenarios import Scenario
 from taxi_common.settings import Settings
+from tests.http_helpers import serving
 
 pytestmark = pytest.mark.slow
 FEATURES = ["PULocationID", "DOLocationID", "trip_distance"]
@@ -192,14 +192,8 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def webhook() -> Iterator[str]:
     """A local HTTP receiver on 127.0.0.1 that records the JSON POSTed to it."""
     _Receiver.received, _Receiver.status = [], 200
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Receiver) as url:
+        yield f"{url}/hook"
 
 
 def with_webhook(url: str) -> MonitoringConfig:

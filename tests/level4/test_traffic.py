@@ -6,7 +6,6 @@ import hashlib
 import http.server
 import json
 import struct
-import threading
 import time
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from level4_deployment import traffic
 from taxi_common.data import load_trips
 from taxi_common.errors import BadInputError
 from taxi_common.settings import Settings
+from tests.http_helpers import serving
 
 ROWS = 4000  # a small synthetic month
 
@@ -141,14 +141,8 @@ class _Service(http.server.BaseHTTPRequestHandler):
 def service_url() -> Iterator[str]:
     _Service.bodies, _Service.connections = [], set()
     _Service.protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is visible
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Service)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Service) as url:
+        yield f"{url}/"
 
 
 def traffic_frame(distances: list[float], pickups: list[int] | None = None) -> pd.DataFrame:

@@ -17,6 +17,7 @@ Three checks, each named in the report so a refusal says which gate failed:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -118,7 +119,8 @@ def signature_inputs(signature: Any) -> list[tuple[str, str]] | None:
     """``[(column, type)]`` of an MLflow ``ModelSignature``'s inputs, or None without one."""
     if signature is None or signature.inputs is None:
         return None
-    return [(spec.name, str(spec.type)) for spec in signature.inputs.inputs]
+    return [(spec.name, getattr(spec.type, "name", str(spec.type)))
+            for spec in signature.inputs.inputs]
 
 
 def check_signature(candidate: Candidate, champion: Candidate | None) -> GateCheck:
@@ -155,11 +157,19 @@ def evaluate_on_holdout(pipeline: Any, holdout: pd.DataFrame, *, tracking_uri: s
         "prediction": np.asarray(pipeline.predict(holdout[list(FEATURE_COLUMNS)]),
                                  dtype=np.float64),
         TARGET: holdout[TARGET].to_numpy(dtype=np.float64)})
-    with tracking_uri_scope(tracking_uri), \
-            mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                             tags=dict(tags or {})):
-        return mlflow.models.evaluate(data=data, predictions="prediction", targets=TARGET,
-                                      model_type="regressor", evaluators=["default"])
+    # mlflow.models.evaluate has no client-bound form: the fluent run needs the global URI,
+    # restored afterwards. Its INFO lines and the SHAP notice are noise in a gate report.
+    quiet = logging.getLogger("mlflow.models.evaluation")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tracking_uri_scope(tracking_uri), \
+                mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                                 tags=dict(tags or {})):
+            return mlflow.models.evaluate(data=data, predictions="prediction", targets=TARGET,
+                                          model_type="regressor", evaluators=["default"])
+    finally:
+        quiet.setLevel(level)
 
 
 def check_rmse(candidate_result: Any, champion_result: Any | None, margin: float) -> GateCheck:

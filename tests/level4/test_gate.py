@@ -140,6 +140,8 @@ def test_signature_gate(models: dict[str, Candidate]) -> None:
     renamed = Candidate("6", good.pipeline, [("PU", "long"), ("DOLocationID", "long"),
                                              ("trip_distance", "double")])
     assert "not the service's" in check_signature(renamed, good).detail
+    assert good.inputs == [("PULocationID", "long"), ("DOLocationID", "long"),
+                           ("trip_distance", "double")]
     retyped = Candidate("7", good.pipeline, [("PULocationID", "string"), ("DOLocationID", "long"),
                                              ("trip_distance", "double")])
     assert "differ from champion" in check_signature(retyped, good).detail

@@ -35,6 +35,8 @@ def _release(settings: Settings, prefect_api: str, *args: str) -> subprocess.Com
 def test_release_trains_gates_and_promotes(settings: Settings, prefect_api: str) -> None:
     first = _release(settings, prefect_api, "--models", "linear,ridge", "--json")
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "Downloading artifacts" not in first.stderr  # no progress bar per model load
+    assert "SHAP" not in first.stderr  # MLflow's evaluation notices stay out of the report
     report = json.loads(first.stdout)
     assert report["deploy"]["promoted"] and report["deploy"]["champion_version"] is None
     assert report["training"]["version"] == "1"

@@ -26,7 +26,7 @@ demo: setup
 # runs with two OpenBLAS threads, then the tests marked `figures` run again with one (about 15 s;
 # pytest's exit code 5 means that PYTEST_ARGS selected none of them).
 test: setup
-	OPENBLAS_NUM_THREADS=2 $(PY) -m pytest $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=2 $(PY) -m pytest -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS) -m figures || [ $$? -eq 5 ]
 
 bench: setup

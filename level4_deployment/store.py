@@ -139,8 +139,8 @@ def database_url(settings: Settings) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL (readers do not block the writer) and a busy timeout, on every new connection."""
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: the next one waits
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -160,13 +160,17 @@ def engine_for(settings: Settings, *, schema: str | None = None) -> Engine:
     return engine
 
 
-def create_tables(engine: Engine, attempts: int = 3) -> None:
+def create_tables(engine: Engine, attempts: int = 8) -> None:
     """Create the four tables and their indexes if they do not exist.
 
     Safe when several processes do it at once (the gunicorn workers of one service): the check
-    and the ``CREATE`` are not atomic, so another process may create a table in between; that
-    error is taken as "exists" and the check is run again.
+    and the ``CREATE`` are not atomic, so another process may create a table in between
+    (``already exists``), and on SQLite two transactions that both read, then write, end one of
+    them at once with ``database is locked`` (waiting could deadlock, so SQLite's busy timeout
+    does not apply). Both are retried after a short, growing pause; the check runs again.
     """
+    import time
+
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     for attempt in range(attempts):
@@ -174,8 +178,10 @@ def create_tables(engine: Engine, attempts: int = 3) -> None:
             metadata.create_all(engine)
             return
         except (OperationalError, ProgrammingError) as exc:
-            if "already exists" not in str(exc) or attempt == attempts - 1:
+            transient = "already exists" in str(exc) or "database is locked" in str(exc)
+            if not transient or attempt == attempts - 1:
                 raise
+            time.sleep(min(0.02 * 2 ** attempt, 1.0))
 
 
 def _insert(engine: Engine, table: Table) -> Any:

@@ -83,14 +83,14 @@ def ride_bodies(df: pd.DataFrame, count: int, size: int, seed: int) -> list[str]
     return [json.dumps(rides[i:i + size]) for i in range(0, len(rides), size)]
 
 
-def write_lua(path: Path, bodies: list[str]) -> Path:
-    """A wrk script that POSTs the bodies in turn to /predict."""
+def write_lua(path: Path, bodies: list[str], endpoint: str = "/predict") -> Path:
+    """A wrk script that POSTs the bodies in turn to ``endpoint``."""
     quoted = ",\n".join(f"[==[{b}]==]" for b in bodies)
     path.write_text(
         f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
         "local headers = {['Content-Type'] = 'application/json'}\n"
         "request = function()\n  i = i % #bodies + 1\n"
-        "  return wrk.format('POST', '/predict', headers, bodies[i])\nend\n")
+        f"  return wrk.format('POST', '{endpoint}', headers, bodies[i])\nend\n")
     return path
 
 
@@ -112,14 +112,15 @@ def _answers(url: str, body: str) -> bool:
 
 
 def start(cmd: list[str], env: dict[str, str], url: str, probe: str,
-          log: Path) -> subprocess.Popen:
-    """Start a server in its own process group and wait until it answers ``probe``."""
+          log: Path, timeout: float = 60.0) -> subprocess.Popen:
+    """Start a server in its own process group and wait (up to ``timeout`` s) until it answers
+    ``probe``."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         wait_until_healthy(proc, lambda: _answers(url, probe), what=Path(cmd[-1]).name,
-                           log_path=log)
+                           timeout=timeout, log_path=log)
     except ServerStartError as exc:
         raise SystemExit(str(exc)) from None
     return proc
@@ -132,7 +133,7 @@ def _ms(text: str) -> float:
 
 def run_wrk(url: str, script: Path, seconds: int, threads: int, connections: int,
             ) -> dict[str, float]:
-    """One wrk run: requests/s, p50 and p99 latency in ms, and error counts."""
+    """One wrk run: requests/s, responses counted, p50 and p99 latency in ms, error counts."""
     out = subprocess.run([WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True,
                          timeout=seconds + 60).stdout
@@ -140,6 +141,7 @@ def run_wrk(url: str, script: Path, seconds: int, threads: int, connections: int
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)$", out, flags=re.M)
     return {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50_ms": _ms(latency["50"]), "p99_ms": _ms(latency["99"]),
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}

@@ -62,8 +62,8 @@ class Triggers(_Section):
     #: the schedule: retrain when the last retrain is N days old (0: no schedule).
     every_days: Days = 7
     #: after a drift, while the champion was trained on fewer days than ``[window] days``,
-    #: retrain every N days (0: off): a model fitted on the first days of a new world is a
-    #: stopgap until more of that world is labelled.
+    #: retrain every N days until a catch-up challenger is rejected (0: off): a model fitted
+    #: on the first days of a new world is a stopgap until more of that world is labelled.
     catch_up_every_days: Days = 2
     #: a scheduled or catch-up retrain needs this many labelled rows newer than the
     #: champion's training data.

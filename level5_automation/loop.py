@@ -524,7 +524,8 @@ def watch(loop: Loop, today: dt.date, labelled_through: dt.date,
 def record_error(loop: Loop, today: dt.date, step: str, exc: BaseException,
                  champion: str | None) -> Event:
     """An ``error`` event: which step failed, how, and that the champion did not change."""
-    message = " ".join(str(exc).split())[:400] or type(exc).__name__
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    message = message if len(message) <= 300 else message[:299] + "…"
     stays = f"the champion stays v{champion}" if champion else "the champion is unchanged"
     return loop.record(today, "error", f"{step} failed ({type(exc).__name__}: {message}); "
                        f"{stays}", None, step=step, error=type(exc).__name__)

@@ -54,9 +54,10 @@ class Triggers(_Section):
 
     #: metric -> threshold: a monitored day whose value is above it is an alert, and an alert
     #: triggers a retrain (level 4's shipped thresholds by default).
-    above: dict[str, Positive] = msgspec.field(default_factory=_default_thresholds)
-    #: a monitored day with fewer labelled rows is not judged (too few to tell).
-    min_labelled_rows: Rows = 300
+    above: dict[str, float] = msgspec.field(default_factory=_default_thresholds)
+    #: a monitored day with fewer labelled rows is not judged: level 4's drift thresholds were
+    #: set on days of 1,000-2,000 rides, and on 500 the zones drift by sampling noise alone.
+    min_labelled_rows: Rows = 1000
     #: at most one alert-triggered retrain every N days.
     cooldown_days: PositiveDays = 1
     #: the schedule: retrain when the last retrain is N days old (0: no schedule).
@@ -183,10 +184,13 @@ def _explain(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
 
 
 def _check_triggers(triggers: Triggers) -> None:
-    for metric in triggers.above:
+    for metric, threshold in triggers.above.items():
         if metric not in TRIGGER_METRICS:
             raise ValueError(f"[triggers.above] {metric}: not a level-4 monitoring metric; use "
                              f"one of {', '.join(TRIGGER_METRICS)}")
+        if not threshold > 0:
+            raise ValueError(f"[triggers.above] {metric}: expected `float` > 0.0, got "
+                             f"{threshold!r} (leave the metric out to watch it no more)")
 
 
 def _check_training(training: Training) -> None:

@@ -100,11 +100,23 @@ def policy_check(
         typer.echo(f"  {line}")
 
 
-def _quiet_libraries() -> None:
-    """MLflow's evaluation logs a few INFO lines and a SHAP warning per model: keep the
-    simulation's timeline readable."""
-    for name in ("mlflow", "alembic"):
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool) -> Iterator[None]:
+    """MLflow's evaluation logs a few INFO lines and a SHAP warning per model, and every event
+    and alert is logged too: the timeline shows them all, so only errors are printed (all of
+    the loop's log with ``--verbose``). The levels are restored afterwards."""
+    names = ["mlflow", "alembic"] + ([] if verbose else ["level4_deployment",
+                                                         "level5_automation"])
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @app.command()
@@ -135,6 +147,7 @@ def simulate(
                                                   "(default: the shipped one)."),
     threads: int = typer.Option(1, help="Threads for scikit-learn and BLAS (1: repeatable)."),
     quiet: bool = typer.Option(False, help="No line per day while it runs."),
+    verbose: bool = typer.Option(False, help="Print the loop's log (events, alerts, steps)."),
 ) -> None:
     """Replay synthetic days through the level-4 service and the level-5 loop on a virtual
     clock; print the timeline (and write it as JSON and HTML)."""
@@ -158,11 +171,11 @@ def simulate(
         monitoring = load_config(monitoring_config)
         settings = _settings()
         folder = home or default_simulation_home(settings)
-        _quiet_libraries()
         typer.echo(f"simulating {config.days} days of {config.scenario} from {config.start} "
                    f"(onset {config.drift_onset}) in {folder}", err=True)
-        result = run(config, chosen, folder, base_settings=settings, monitoring=monitoring,
-                     progress=None if quiet else (lambda line: typer.echo(line, err=True)))
+        with _quiet_libraries(verbose):
+            result = run(config, chosen, folder, base_settings=settings, monitoring=monitoring,
+                         progress=None if quiet else (lambda line: typer.echo(line, err=True)))
         flush_prefect_events()
     typer.echo(result.timeline())
     typer.echo("")

@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("alert", "retrain", "promote", "reject", "rollback", "pending", "approve", "watch",
          "error")
-#: The kinds that end a ``pending`` event of the same version.
+#: The kinds that answer a ``pending`` event of the same version (``approve`` marks it approved;
+#: ``promote`` or ``reject`` end it).
 RESOLVING = ("approve", "reject", "promote")
 PREFECT_RESOURCE = "mlops-levels.level5.taxi-duration"
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only

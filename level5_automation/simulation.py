@@ -353,6 +353,35 @@ class SimulationResult:
             raise ValueError(f"no day from {first} to {last} has a {metric}")
         return float(np.mean(values))
 
+    def recovery(self, days: int = 14) -> dict[str, Any]:
+        """How the loop met the drift: days from the onset to the first alert and to the first
+        promotion after it; the mean daily RMSE over the ``days`` before the onset, and, for
+        the loop and the frozen first champion, over the ``days`` after that promotion and the
+        ``days`` after those (None where the simulation is too short)."""
+        onset = self.config.drift_onset
+        alerts = [e.day for e in self.events_of("alert") if e.day >= onset]
+        promotions = [e.day for e in self.events_of("promote") if e.day >= onset]
+        out: dict[str, Any] = {
+            "onset": onset.isoformat(),
+            "alert_after_days": (alerts[0] - onset).days if alerts else None,
+            "promotion_after_days": (promotions[0] - onset).days if promotions else None}
+
+        def mean(metric: str, first: dt.date, n: int) -> float | None:
+            last = first + dt.timedelta(days=n - 1)
+            scored = [d for d in self.days if first <= d.date <= last
+                      and getattr(d, metric) is not None]
+            return round(self.mean(metric, first, last), 4) if len(scored) == n else None
+
+        out["before"] = mean("rmse", onset - dt.timedelta(days=days), days)
+        if promotions:
+            first = promotions[0] + ONE_DAY
+            second = first + dt.timedelta(days=days)
+            out.update({f"loop_next_{days}": mean("rmse", first, days),
+                        f"frozen_next_{days}": mean("frozen_rmse", first, days),
+                        f"loop_then_{days}": mean("rmse", second, days),
+                        f"frozen_then_{days}": mean("frozen_rmse", second, days)})
+        return out
+
     def timeline(self) -> str:
         """One line per day: rides, champion, RMSE of the loop and of the frozen model, and
         the day's events."""

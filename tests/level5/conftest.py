@@ -81,10 +81,14 @@ def mlflow_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mlflow-cache")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _quiet_mlflow() -> None:
+@pytest.fixture(autouse=True)
+def _quiet_mlflow() -> Iterator[None]:
     """MLflow's evaluation logs INFO lines and a SHAP warning per model scored."""
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logger = logging.getLogger("mlflow")
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(saved)
 
 
 def policy_with(**sections: dict[str, Any]) -> Any:

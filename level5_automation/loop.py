@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from level5_automation.events import Event, latest, pending_approvals, read_events, record_event
-from level5_automation.policy import Policy, Training
+from level5_automation.policy import Policy, Training, Window
 from level5_automation.training import (
     DayWindow,
     FittedChallenger,
@@ -119,10 +119,6 @@ class TickResult:
 
 # --- reading the loop's state back -----------------------------------------------------------
 
-def _day(text: str | None) -> dt.date | None:
-    return dt.date.fromisoformat(text) if text else None
-
-
 def training_window(found: Sequence[Event], version: str | None) -> DayWindow | None:
     """The days ``version`` was trained on, from its ``retrain`` event."""
     event = latest((e for e in found if e.version == version), "retrain")
@@ -142,13 +138,13 @@ def last_retrain_day(found: Sequence[Event]) -> dt.date | None:
 def change_point(found: Sequence[Event], today_alert: dt.date | None = None) -> dt.date | None:
     """The first monitored day of the latest streak of alerted days (consecutive days): where
     the world changed, as far as monitoring can tell."""
-    days = {_day(e.details.get("monitored_day")) for e in found if e.kind == "alert"}
-    days.discard(None)
+    days = {dt.date.fromisoformat(e.details["monitored_day"]) for e in found
+            if e.kind == "alert" and e.details.get("monitored_day")}
     if today_alert is not None:
         days.add(today_alert)
     if not days:
         return None
-    streak = max(days)  # type: ignore[type-var]
+    streak = max(days)
     while streak - ONE_DAY in days:
         streak -= ONE_DAY
     return streak
@@ -204,10 +200,10 @@ def breaches(loop: Loop, monitored_day: dt.date) -> list[dict[str, Any]]:
 
 # --- decide ----------------------------------------------------------------------------------
 
-def _window(loop: Loop, labelled_through: dt.date,
-            drift_start: dt.date | None) -> tuple[DayWindow, DayWindow] | str:
-    """The training window and the holdout for a retrain today, or why there is none."""
-    w = loop.policy.window
+def window_for(w: Window, labelled_through: dt.date,
+               drift_start: dt.date | None) -> tuple[DayWindow, DayWindow] | str:
+    """The training window and the holdout for a retrain with actuals through
+    ``labelled_through`` under the policy's ``[window]``, or why there is none."""
     holdout = DayWindow(labelled_through - dt.timedelta(days=w.holdout_days - 1),
                         labelled_through)
     last = holdout.first - ONE_DAY
@@ -259,7 +255,7 @@ def decide(loop: Loop, today: dt.date, labelled_through: dt.date, alerts: Sequen
         why = f"{since} days since the last retrain" if since is not None else "no retrain yet"
     if trigger is None:
         return Decision(False, "no trigger")
-    window = _window(loop, labelled_through, drift_start)
+    window = window_for(loop.policy.window, labelled_through, drift_start)
     if isinstance(window, str):
         return Decision(False, f"{trigger} ({why}) but {window}: waiting", trigger)
     train, holdout = window

@@ -59,14 +59,24 @@ def write_reference(model: Any, month: str, *, settings: Settings, path: Path,
                     scenario: Scenario | str = "baseline") -> Path:
     """Predict ``month`` (the champion's validation month) with ``model`` and write the
     reference parquet file at ``path`` (atomically); return the path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from level4_deployment.traffic import month_traffic
 
     traffic = month_traffic(month, settings=settings, source=source, rows=rows, seed=seed,
                             scenario=scenario)
-    table = pa.Table.from_pandas(reference_frame(model, traffic), preserve_index=False)
+    return write_reference_frame(reference_frame(model, traffic), path,
+                                 model_version=model_version, month=month, source=source)
+
+
+def write_reference_frame(frame: pd.DataFrame, path: Path, *, model_version: str | None,
+                          month: str | None, source: str = "synthetic") -> Path:
+    """Write reference rows (:data:`REFERENCE_COLUMNS`, e.g. from :func:`reference_frame`)
+    and what they were made from to ``path`` (atomically), for :func:`load_reference`; level 5
+    writes a retrained champion's holdout days this way (``month`` then names the days)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame[list(REFERENCE_COLUMNS)].reset_index(drop=True),
+                                 preserve_index=False)
     info = {"model_version": model_version, "month": month, "source": source}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            _METADATA_KEY: json.dumps(info).encode()})

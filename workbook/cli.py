@@ -14,6 +14,7 @@ from level1_notebooks.cli import app as level1_app
 from level2_devops.cli import app as level2_app
 from level3_training.cli import app as level3_app
 from level4_deployment.cli import app as level4_app
+from level5_automation.cli import app as level5_app
 from taxi_common.cli import app as data_app
 from taxi_common.errors import BadInputError, WorkbookError
 
@@ -29,6 +30,7 @@ app.add_typer(level1_app, name="level1")
 app.add_typer(level2_app, name="level2")
 app.add_typer(level3_app, name="level3")
 app.add_typer(level4_app, name="level4")
+app.add_typer(level5_app, name="level5")
 
 
 @app.command()

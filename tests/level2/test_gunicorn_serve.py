@@ -178,15 +178,20 @@ def test_a_refused_serve_leaves_the_environment_as_it_was(tmp_path: Path, monkey
 
 
 def test_multiprocess_dir_is_restored_and_removed(tmp_path: Path, monkeypatch) -> None:
-    from level2_devops.service.server import multiprocess_dir
+    from level2_devops.service.server import _use_multiprocess_dir, multiprocess_dir
     from taxi_common.settings import Settings
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/previous")
-    with multiprocess_dir(Settings(workbook_home=tmp_path)) as directory:
-        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
-        assert directory.is_dir()
-    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/previous"
-    assert not directory.exists()
+    try:
+        with multiprocess_dir(Settings(workbook_home=tmp_path)) as directory:
+            assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+            assert directory.is_dir()
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/previous"
+        assert not directory.exists()
+    finally:
+        # prometheus_client now writes to "/previous"; monkeypatch restores the variable but not
+        # the value class it chose, so every later metric in this process would fail
+        _use_multiprocess_dir(None)
 
 
 # --- worker restarts: the metrics folder belongs to the master, not to any worker -------------

@@ -7,8 +7,6 @@ names it: ``monitoring config FILE: [thresholds] mae_ratio: expected a number > 
 
 from __future__ import annotations
 
-import re
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 
 from taxi_common.errors import BadInputError
+from taxi_common.toml_config import explain_validation_error, read_toml
 
 DEFAULT_CONFIG_NAME = "monitoring.toml"
 #: Drift methods whose score grows with drift (so "score > threshold" means drift).
@@ -85,38 +84,6 @@ def default_config_path() -> Path:
     return Path(str(files("level4_deployment").joinpath(DEFAULT_CONFIG_NAME)))
 
 
-_AT = re.compile(r"^(?P<reason>.*?) - at `\$\.(?P<path>[\w.]+)`$")
-
-
-def _where(path: str) -> str:
-    """``thresholds.mae_ratio`` -> ``[thresholds] mae_ratio``."""
-    section, _, key = path.partition(".")
-    return f"[{section}] {key}" if key else f"[{section}]"
-
-
-def _value_at(data: dict[str, Any], path: str) -> Any:
-    value: Any = data
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _explain(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
-    """msgspec's message with the TOML key written as the user wrote it, and the value given."""
-    text = str(exc)
-    match = _AT.match(text)
-    if match:
-        reason, where = match["reason"], _where(match["path"])
-    else:
-        reason, where = text, "the file"
-    unknown = re.match(r"Object contains unknown field `(\w+)`", reason)
-    if unknown:
-        key = f"{where} {unknown[1]}" if match else f"[{unknown[1]}]"
-        return f"{key.strip()} is not a setting (see {default_config_path().name} for the keys)"
-    given = f", got {_value_at(data, match['path'])!r}" if match and "got" not in reason else ""
-    return f"{where}: {reason[0].lower()}{reason[1:]}{given}"
-
-
 def _check_methods(config: MonitoringConfig) -> None:
     drift = config.drift
     if drift.numerical_method not in NUMERICAL_METHODS:
@@ -136,7 +103,9 @@ def parse_config(data: dict[str, Any], source: str = "the monitoring config") ->
         config = msgspec.convert(data, MonitoringConfig)
         _check_methods(config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"monitoring config {source}: {_explain(exc, data)}") from None
+        hint = f"see {default_config_path().name} for the keys"
+        raise ConfigError(f"monitoring config {source}: "
+                          f"{explain_validation_error(exc, data, keys_hint=hint)}") from None
     except ValueError as exc:
         raise ConfigError(f"monitoring config {source}: {exc}") from None
     return config
@@ -145,15 +114,6 @@ def parse_config(data: dict[str, Any], source: str = "the monitoring config") ->
 def load_config(path: Path | None = None) -> MonitoringConfig:
     """The configuration in ``path`` (default: the one shipped in the package)."""
     path = Path(path) if path is not None else default_config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"monitoring config {path} does not exist (the documented default "
-                          f"is {default_config_path()})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"monitoring config {path} cannot be read: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"monitoring config {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, what="monitoring config", default=default_config_path(),
+                     error=ConfigError)
     return parse_config(data, str(path))

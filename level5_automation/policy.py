@@ -13,8 +13,6 @@ reads the same numbers a person reads on level 4's dashboard.
 
 from __future__ import annotations
 
-import re
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from taxi_common.errors import BadInputError
+from taxi_common.toml_config import explain_validation_error, read_toml
 
 DEFAULT_POLICY_NAME = "policy.toml"
 #: Level 4's daily metrics a trigger may watch (``monitoring_metrics.metric``): bigger = worse.
@@ -151,37 +150,6 @@ def default_policy_path() -> Path:
     return Path(str(files("level5_automation").joinpath(DEFAULT_POLICY_NAME)))
 
 
-_AT = re.compile(r"^(?P<reason>.*?) - at `\$\.(?P<path>[\w.\[\]]+)`$")
-
-
-def _where(path: str) -> str:
-    """``training.params.hist_gb.max_iter`` -> ``[training.params.hist_gb] max_iter``."""
-    *sections, key = path.split(".")
-    return f"[{'.'.join(sections)}] {key}" if sections else f"[{key}]"
-
-
-def _value_at(data: dict[str, Any], path: str) -> Any:
-    value: Any = data
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _explain(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
-    """msgspec's message with the TOML key written as the user wrote it, and the value given."""
-    text = str(exc)
-    match = _AT.match(text)
-    reason, path = (match["reason"], match["path"]) if match else (text, "")
-    unknown = re.match(r"Object contains unknown field `(\w+)`", reason)
-    if unknown:
-        key = f"[{path}] {unknown[1]}" if path else f"[{unknown[1]}]"
-        return f"{key} is not a setting (the keys are in {default_policy_path()})"
-    where = _where(path) if path else "the file"
-    if reason.startswith("Invalid enum value"):
-        return f"{where}: {_value_at(data, path)!r} is not one of {', '.join(APPROVAL_MODES)}"
-    given = f", got {_value_at(data, path)!r}" if path and "got" not in reason else ""
-    return f"{where}: {reason[0].lower()}{reason[1:]}{given}"
-
 
 def _check_triggers(triggers: Triggers) -> None:
     for metric, threshold in triggers.above.items():
@@ -248,7 +216,9 @@ def parse_policy(data: dict[str, Any], source: str = "the policy") -> Policy:
         _check_triggers(policy.triggers)
         _check_training(policy.training)
     except msgspec.ValidationError as exc:
-        raise PolicyError(f"policy {source}: {_explain(exc, data)}") from None
+        hint = f"the keys are in {default_policy_path()}"
+        raise PolicyError(f"policy {source}: " + explain_validation_error(
+            exc, data, keys_hint=hint, choices=APPROVAL_MODES)) from None
     except ValueError as exc:
         raise PolicyError(f"policy {source}: {exc}") from None
     return policy
@@ -257,17 +227,7 @@ def parse_policy(data: dict[str, Any], source: str = "the policy") -> Policy:
 def load_policy(path: Path | None = None) -> Policy:
     """The policy in ``path`` (default: the one shipped in the package)."""
     path = Path(path) if path is not None else default_policy_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"policy {path} does not exist (the documented default is "
-                          f"{default_policy_path()})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"policy {path} cannot be read: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, what="policy", default=default_policy_path(), error=PolicyError)
     return parse_policy(data, str(path))
 
 

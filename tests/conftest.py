@@ -12,6 +12,7 @@ import functools
 import http.server
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from taxi_common.settings import Settings
 from tests.http_helpers import serving
+from tests.postgres import postgres_admin_connection
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TLC_TEST_DATA = Path(os.environ.get("TLC_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "tlc"))
@@ -97,3 +99,19 @@ def _drain_prefect_logs() -> None:
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.drain_all(timeout=5)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A new, empty PostgreSQL schema in database ``test`` (levels 4 and 5's tables go there);
+    dropped, with its tables, afterwards. Skips with the reason without PostgreSQL."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    conn = postgres_admin_connection()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.close()

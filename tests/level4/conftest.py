@@ -12,7 +12,6 @@ skip with the reason; the SQLite path always runs.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,8 @@ from sqlalchemy import Engine
 
 from taxi_common.prepare import FEATURE_COLUMNS, TARGET
 from taxi_common.settings import Settings
-from tests.postgres import postgres_admin_connection
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"  # bare: engine_for maps it to psycopg2
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A new, empty PostgreSQL schema in database ``test``; dropped (with its tables) after."""
-    name = f"l4_test_{uuid.uuid4().hex[:10]}"
-    conn = postgres_admin_connection()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        conn.close()
 
 
 def _sqlite_engine(tmp_path: Path) -> Engine:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from taxi_common.settings import Settings
-from tests.postgres import postgres_admin_connection
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A new, empty PostgreSQL schema in database ``test``; dropped (with its tables) after."""
-    name = f"l5_test_{uuid.uuid4().hex[:10]}"
-    conn = postgres_admin_connection()
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        conn.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -24,6 +24,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def screenshot_path(name: str) -> Path:
+    """Where a test keeps a screenshot: ``test-artifacts/screenshots/NAME.png`` at the project
+    root (git-ignored; ``TEST_ARTIFACTS`` moves it), kept after the run for a person to look at."""
+    root = Path(os.environ.get("TEST_ARTIFACTS", ARTIFACTS))
+    return root / "screenshots" / f"{name}.png"
+
+
 def chromium_path() -> str:
     """The system Chromium, or skip the calling test with the reason."""
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

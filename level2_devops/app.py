@@ -21,6 +21,7 @@ every after_request function and error handler); a failing metric never fails a 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -298,8 +299,28 @@ def _internal_server_error(exc: InternalServerError) -> Response:
     return _error_response("internal_error", INTERNAL_ERROR_MESSAGE, 500)
 
 
-def _openapi_text() -> bytes:
-    return files("level2_devops").joinpath("openapi.yaml").read_bytes()
+_RIDE_ID_BLOCK = re.compile(
+    rb"^[ \t]*# begin ACCEPT_RIDE_ID\b.*?^[ \t]*# end ACCEPT_RIDE_ID[^\n]*\n",
+    re.MULTILINE | re.DOTALL)
+_MAX_RIDES_LINE = re.compile(rb"^(?P<indent>[ \t]*)maxItems: \d+  # MAX_RIDES\b[^\n]*$",
+                             re.MULTILINE)
+
+
+def openapi_text(config: Mapping[str, Any]) -> bytes:
+    """The shipped ``openapi.yaml`` as this app's configuration makes it true: the ``ride_id``
+    block only when ``ACCEPT_RIDE_ID`` (an app that rejects the field must not document it), and
+    the configured ``MAX_RIDES`` as the batch's ``maxItems``. The file marks both places; a test
+    parses every variant and schemathesis checks the service against the one it serves."""
+    text = files("level2_devops").joinpath("openapi.yaml").read_bytes()
+    if not config["ACCEPT_RIDE_ID"]:
+        text, removed = _RIDE_ID_BLOCK.subn(b"", text)
+        if removed != 1:
+            raise RuntimeError("openapi.yaml lost its ACCEPT_RIDE_ID markers")
+    text, replaced = _MAX_RIDES_LINE.subn(
+        lambda m: m["indent"] + b"maxItems: %d" % int(config["MAX_RIDES"]), text)
+    if replaced != 1:
+        raise RuntimeError("openapi.yaml lost its MAX_RIDES marker")
+    return text
 
 
 def _optional_fields(config: Mapping[str, Any]) -> set[str]:
@@ -326,8 +347,8 @@ def create_app(model_source: ModelSource, config: Mapping[str, Any] | None = Non
     fields = _optional_fields(app.config)
     state = ServiceState(model_source, ServiceMetrics(),
                          RideParser(app.config["MAX_RIDES"], app.config["ACCEPT_RIDE_ID"]),
-                         _openapi_text(), app.logger, sink, with_variant="variant" in fields,
-                         with_request_id="request_id" in fields)
+                         openapi_text(app.config), app.logger, sink,
+                         with_variant="variant" in fields, with_request_id="request_id" in fields)
     app.extensions[EXTENSION] = state
     app.register_blueprint(api)
     app.register_blueprint(ops)

@@ -366,13 +366,13 @@ def test_metrics_move_by_the_right_amounts(client, service_trips: pd.DataFrame) 
     assert delta("taxi_http_request_duration_seconds_count", endpoint="/predict") == 7
     champion = {"variant": "champion"}
     assert delta("taxi_predictions_total", model_version="1", **champion) == 45
-    assert delta("taxi_predicted_duration_minutes_count", **champion) == 45
-    assert delta("taxi_predicted_duration_minutes_sum", **champion) == pytest.approx(
-        sum(singles + batch))
+    assert delta("taxi_predicted_duration_seconds_count", **champion) == 45
+    assert delta("taxi_predicted_duration_seconds_sum", **champion) == pytest.approx(
+        60 * sum(singles + batch))  # the API answers in minutes, the metric is in seconds
     all_predictions = np.array(singles + batch)
-    for bound in (5.0, 15.0, 30.0):
-        assert delta("taxi_predicted_duration_minutes_bucket", le=str(bound), **champion) == int(
-            np.sum(all_predictions <= bound))
+    for minutes in (5, 15, 30):
+        assert delta("taxi_predicted_duration_seconds_bucket", le=str(60.0 * minutes),
+                     **champion) == int(np.sum(all_predictions <= minutes))
     assert _value(after, "taxi_model_info", model_version="1", **champion) == 1.0
 
 
@@ -388,7 +388,9 @@ def test_the_openapi_description_is_served_and_matches_the_routes(client, servic
     assert set(spec["paths"]) == routes
     ride = spec["components"]["schemas"]["Ride"]
     assert set(ride["required"]) == set(RIDE)
-    assert set(ride["properties"]) == {*RIDE, "ride_id"}  # ride_id: optional, when configured
+    assert set(ride["properties"]) == set(RIDE)  # level 2 rejects ride_id: not documented
+    assert spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["oneOf"][1]["maxItems"] == service_app.config["MAX_RIDES"]
     assert ride["properties"]["trip_distance"]["maximum"] == 200
     prediction = spec["components"]["schemas"]["Prediction"]
     assert set(prediction["required"]) == set(_post(client, RIDE).get_json())
@@ -397,3 +399,29 @@ def test_the_openapi_description_is_served_and_matches_the_routes(client, servic
     health = spec["paths"]["/health"]["get"]["responses"]["200"]["content"]
     assert set(health["application/json"]["schema"]["required"]) == set(
         client.get("/health").get_json())
+
+
+def test_the_served_openapi_follows_the_configuration(linear_model_file: Path) -> None:
+    """Regression (found by the fuzz test): level 2 documented ``ride_id``, which it rejects with
+    422, and a smaller ``MAX_RIDES`` was not in the document. Each app now serves its own truth."""
+    yaml = pytest.importorskip("yaml")
+    source = ModelFileSource(linear_model_file)
+
+    def served(config: dict) -> dict:
+        app = create_app(source, config)
+        return yaml.safe_load(app.test_client().get("/openapi.yaml").get_data(as_text=True))
+
+    def batch(spec: dict) -> dict:
+        return spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+            "schema"]["oneOf"][1]
+
+    level2, level4 = served({}), served({"ACCEPT_RIDE_ID": True, "MAX_RIDES": 50})
+    assert "ride_id" not in level2["components"]["schemas"]["Ride"]["properties"]
+    ride_id = level4["components"]["schemas"]["Ride"]["properties"]["ride_id"]
+    assert ride_id["maxLength"] == 128 and ride_id["nullable"] is True
+    assert batch(level2)["maxItems"] == 10_000 and batch(level4)["maxItems"] == 50
+    # Everything else is the shipped file, unchanged.
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "level2_devops" / "openapi.yaml")
+                             .read_text())
+    del shipped["components"]["schemas"]["Ride"]["properties"]["ride_id"]
+    assert level2 == shipped

@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from level2_devops.app import create_app, predictions_body
 from level2_devops.model_store import save_model
-from level2_devops.service.metrics import MINUTES_BUCKETS, observe_many
+from level2_devops.service.metrics import DURATION_BUCKETS, observe_many
 from level2_devops.service.model_source import (
     LinearLookupModel,
     LoadedModel,
@@ -101,11 +101,11 @@ def test_a_missing_or_corrupt_model_file_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_observe_many_equals_one_observe_per_value() -> None:
-    values = np.concatenate([np.random.default_rng(0).uniform(-5, 120, 2000),
-                             np.array(MINUTES_BUCKETS)])  # values exactly on the bounds too
+    values = np.concatenate([np.random.default_rng(0).uniform(-300, 7200, 2000),
+                             np.array(DURATION_BUCKETS)])  # values exactly on the bounds too
     one, many = CollectorRegistry(), CollectorRegistry()
-    by_one = Histogram("h", "h", buckets=MINUTES_BUCKETS, registry=one)
-    by_many = Histogram("h", "h", buckets=MINUTES_BUCKETS, registry=many)
+    by_one = Histogram("h", "h", buckets=DURATION_BUCKETS, registry=one)
+    by_many = Histogram("h", "h", buckets=DURATION_BUCKETS, registry=many)
     for v in values:
         by_one.observe(float(v))
     observe_many(by_many, values)

@@ -136,7 +136,7 @@ def test_the_source_chooses_per_request_and_responses_carry_the_variant(two_mode
     assert _metric(client, "taxi_predictions_total", model_version="1", variant="champion") == 3
     assert _metric(client, "taxi_predictions_total", model_version="2",
                    variant="challenger") == 304
-    assert _metric(client, "taxi_predicted_duration_minutes_count", variant="challenger") == 304
+    assert _metric(client, "taxi_predicted_duration_seconds_count", variant="challenger") == 304
     # Under A/B both lines stay 1: serving the challenger does not switch the champion off.
     assert _metric(client, "taxi_model_info", model_version="1", variant="champion") == 1
     assert _metric(client, "taxi_model_info", model_version="2", variant="challenger") == 1

@@ -99,7 +99,7 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
         assert _metric(text, "taxi_http_requests_total", **ok, status="422") == 1
         assert _metric(text, "taxi_predictions_total", model_version="1",
                        variant="champion") == sent + 26
-        assert _metric(text, "taxi_predicted_duration_minutes_count") == sent + 26
+        assert _metric(text, "taxi_predicted_duration_seconds_count") == sent + 26
         assert _metric(text, "taxi_http_request_duration_seconds_count",
                        endpoint="/predict") == sent + 3
         assert _metric(text, "taxi_model_info", model_version="1", variant="champion") == 1

@@ -36,16 +36,23 @@ DEFAULT_MAX_RIDES = 10_000
 FIELDS = ("PULocationID", "DOLocationID", "trip_distance")
 RIDE_ID = "ride_id"
 MAX_RIDE_ID_LENGTH = 128
+#: A ride_id holds no control characters: PostgreSQL's text cannot store NUL (one such id would
+#: fail the prediction log's whole batch), and a log line must stay one line.
+RIDE_ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: How much of a client's field name an error message repeats (a name may be megabytes long).
+MAX_SHOWN_NAME = 64
 RULES = {
     "PULocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
     "DOLocationID": f"an integer TLC zone ID from {MIN_ZONE} to {MAX_ZONE}",
     "trip_distance": f"a finite number of miles from 0 to {MAX_TRIP_MILES:g}",
-    RIDE_ID: f"a string of 1 to {MAX_RIDE_ID_LENGTH} characters, or null",
+    RIDE_ID: f"a string of 1 to {MAX_RIDE_ID_LENGTH} characters without control characters, "
+             "or null",
 }
 
 Zone = Annotated[int, msgspec.Meta(ge=MIN_ZONE, le=MAX_ZONE)]
 Miles = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TRIP_MILES)]
-RideId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RIDE_ID_LENGTH)]
+RideId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RIDE_ID_LENGTH,
+                                     pattern=RIDE_ID_PATTERN)]
 
 
 class Ride(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -101,11 +108,13 @@ class RideError(BadInputError):
 
     @property
     def where(self) -> str:
-        """``rides[3].trip_distance``, ``trip_distance``, ``rides[3]`` or ``body``."""
+        """``rides[3].trip_distance``, ``trip_distance``, ``rides[3]`` or ``body``; a field
+        name that is not printable or is long is shown escaped and cut (:func:`shown_name`)."""
         base = "body" if self.index is None else f"rides[{self.index}]"
         if self.field is None:
             return base
-        return self.field if self.index is None else f"{base}.{self.field}"
+        field = shown_name(self.field)
+        return field if self.index is None else f"{base}.{field}"
 
     @property
     def message(self) -> str:
@@ -113,13 +122,26 @@ class RideError(BadInputError):
         return f"{self.where}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
-        """The error body the API returns."""
-        return {"error": self.code, "message": self.message, "field": self.field,
+        """The error body the API returns (a long field name cut to ``MAX_SHOWN_NAME``)."""
+        field = self.field[:MAX_SHOWN_NAME] if self.field is not None else None
+        return {"error": self.code, "message": self.message, "field": field,
                 "index": self.index, "reason": self.reason}
 
 
-_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?(?:\.(?P<field>\w+))?`)?$")
-_NAMED_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+def shown_name(name: str) -> str:
+    """A client's field name as an error message may repeat it: on one line (a name with
+    control, separator or format characters is JSON-escaped) and at most ``MAX_SHOWN_NAME``
+    characters (then cut, with "...")."""
+    shown = name if name.isprintable() else json.dumps(name)
+    return shown if len(shown) <= MAX_SHOWN_NAME else shown[:MAX_SHOWN_NAME] + "..."
+
+
+# msgspec's messages end in the path of the fault, e.g. " - at `$[3].PULocationID`". A client's
+# field name may hold anything (newlines, backticks), hence DOTALL and the anchored patterns.
+_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?(?:\.(?P<field>\w+))?`)?\Z",
+                   re.DOTALL)
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<field>.*)`\Z",
+                          re.DOTALL)
 
 
 def _validation_error(exc: msgspec.ValidationError, max_rides: int,
@@ -127,10 +149,11 @@ def _validation_error(exc: msgspec.ValidationError, max_rides: int,
     """Our error from msgspec's, e.g. "Expected `int`, got `str` - at `$[3].PULocationID`";
     ``accepted`` names the fields a ride may have."""
     match = _PATH.match(str(exc))
-    assert match is not None  # the pattern matches any string
+    if match is None:  # cannot happen (the pattern matches any string); never a 500 if it did
+        return RideError(f"is not a valid ride ({shown_name(str(exc))})")
     reason, field = match["reason"], match["field"]
     index = int(match["index"]) if match["index"] is not None else None
-    if field is None and (named := _NAMED_FIELD.search(reason)):
+    if field is None and (named := _NAMED_FIELD.match(reason)):
         field = named["field"]
     if reason.startswith("Expected `object | array`"):
         return RideError("must be one ride object or a JSON list of ride objects",
@@ -147,8 +170,11 @@ def _validation_error(exc: msgspec.ValidationError, max_rides: int,
     if reason.startswith("Expected `array` of length"):
         return RideError(f"a list must hold 1 to {max_rides} rides ({reason.lower()})",
                          code="invalid_batch")
-    if field in RULES and "Expected" in reason:
-        reason = f"must be {RULES[field]} ({reason.replace('Expected', 'expected')})"
+    if field == RIDE_ID and "matching regex" in reason:
+        return RideError(f"must be {RULES[RIDE_ID]} (it holds one)", field=field, index=index)
+    if field in RULES and ("Expected" in reason or reason.startswith("Number out of range")):
+        explained = reason.replace("Expected", "expected").replace("Number", "number")
+        reason = f"must be {RULES[field]} ({explained})"
     return RideError(reason, field=field, index=index)
 
 
@@ -165,8 +191,12 @@ def _non_finite_error(body: Any) -> RideError | None:
     return None
 
 
-def _malformed(data: bytes, exc: msgspec.DecodeError) -> RideError:
-    """Explain a body msgspec cannot parse: NaN/Infinity literals get the field named."""
+def _malformed(data: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> RideError:
+    """Explain a body msgspec cannot parse: NaN/Infinity literals get the field named; a body
+    that is not UTF-8 is said to be so."""
+    if isinstance(exc, UnicodeDecodeError):
+        return RideError(f"is not valid JSON: JSON text must be UTF-8 ({exc.reason})",
+                         status=400, code="malformed_json")
     try:
         found = _non_finite_error(json.loads(data))
     except (ValueError, RecursionError):
@@ -196,7 +226,7 @@ class RideParser:
             decoded = self._decoder.decode(data)
         except msgspec.ValidationError as exc:
             raise _validation_error(exc, self.max_rides, self._accepted) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise _malformed(data, exc) from None
         if isinstance(decoded, Ride):
             return RideBatch(np.array([decoded.PULocationID], np.int64),

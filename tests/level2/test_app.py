@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from level2_devops.app import create_app
 from level2_devops.model_store import load_model
 from level2_devops.service.model_source import ModelFileSource, PredictionRequest, Served
-from level2_devops.service.rides import RideBatch
+from level2_devops.service.rides import MAX_RIDE_ID_LENGTH, RIDE_ID_PATTERN, RideBatch
 
 RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
 
@@ -180,6 +180,38 @@ def test_bad_input_is_a_4xx_json_error_naming_the_field(
         assert field in message
     if index is not None:
         assert f"rides[{index}]" in message
+
+
+#: Bodies the fuzz test (tests/level2/test_fuzz.py) found answered with a 500 or a message that
+#: was not one line naming the field: id, body, status, error code, field, text in the message.
+FUZZ_REGRESSIONS = [
+    ("invalid-utf8-key", b'{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, "\xff": 1}',
+     400, "malformed_json", None, "UTF-8"),
+    ("invalid-utf8-key-in-a-list", b'[{"PULocationID": 1, "\xc3(": 2}]', 400, "malformed_json",
+     None, "UTF-8"),
+    ("newline-in-unknown-field", json.dumps({**RIDE, "a\nb": 1}).encode(), 422, "invalid_ride",
+     "a\nb", '"a\\nb": is not a ride field'),
+    ("backticks-in-unknown-field", json.dumps({**RIDE, "a`b - at `$.x`": 1}).encode(), 422,
+     "invalid_ride", "a`b - at `$.x`", "a`b - at `$.x`: is not a ride field"),
+    ("line-separator-in-a-list", json.dumps([RIDE, {**RIDE, "\u2028": 1}]).encode(), 422,
+     "invalid_ride", "\u2028", 'rides[1]."\\u2028"'),
+    ("megabyte-field-name", json.dumps({"x" * 1_000_000: 1}).encode(), 422, "invalid_ride",
+     "x" * 64, "x" * 64 + "...: is not a ride field"),
+    ("overflowing-zone", b'{"PULocationID": 1e999, "DOLocationID": 2, "trip_distance": 1}', 422,
+     "invalid_ride", "PULocationID", "integer TLC zone ID from 1 to 265 (number out of range)"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code", "field", "says"),
+                         [case[1:] for case in FUZZ_REGRESSIONS],
+                         ids=[case[0] for case in FUZZ_REGRESSIONS])
+def test_fuzz_regressions_are_one_line_4xx_json(client, body, status, code, field, says) -> None:
+    response = _post(client, body)
+    assert response.status_code == status
+    error = response.get_json()
+    assert (error["error"], error["field"]) == (code, field)
+    assert says in error["message"]
+    assert error["message"].isprintable() and len(error["message"]) < 300
 
 
 def test_a_missing_content_type_is_415(client) -> None:
@@ -418,7 +450,8 @@ def test_the_served_openapi_follows_the_configuration(linear_model_file: Path) -
     level2, level4 = served({}), served({"ACCEPT_RIDE_ID": True, "MAX_RIDES": 50})
     assert "ride_id" not in level2["components"]["schemas"]["Ride"]["properties"]
     ride_id = level4["components"]["schemas"]["Ride"]["properties"]["ride_id"]
-    assert ride_id["maxLength"] == 128 and ride_id["nullable"] is True
+    assert ride_id["maxLength"] == MAX_RIDE_ID_LENGTH and ride_id["nullable"] is True
+    assert ride_id["pattern"] == RIDE_ID_PATTERN  # the parser's own rule
     assert batch(level2)["maxItems"] == 10_000 and batch(level4)["maxItems"] == 50
     # Everything else is the shipped file, unchanged.
     shipped = yaml.safe_load((Path(__file__).parents[2] / "level2_devops" / "openapi.yaml")

@@ -178,6 +178,19 @@ def test_ride_id_is_accepted_only_when_configured(linear_model_file: Path) -> No
     assert "optionally ride_id" in unknown["message"]
 
 
+def test_a_ride_id_with_a_control_character_is_refused(linear_model_file: Path) -> None:
+    """Regression (fuzz test): a ``ride_id`` holding NUL was served, and PostgreSQL's text cannot
+    store NUL, so the prediction log's whole batch (other clients' rows too) failed to write."""
+    level4 = create_app(ModelFileSource(linear_model_file), {"ACCEPT_RIDE_ID": True}
+                        ).test_client()
+    for ride_id in ("a\x00b", "line\nbreak", "\x7f", "tab\t"):
+        error = level4.post("/predict", json=[RIDE, {**RIDE, "ride_id": ride_id}]).get_json()
+        assert (error["error"], error["field"], error["index"]) == ("invalid_ride", "ride_id", 1)
+        assert "without control characters" in error["message"]
+    for ride_id in ("é-ü-東京", "a b", "x" * 128):  # unicode and spaces are fine
+        assert level4.post("/predict", json={**RIDE, "ride_id": ride_id}).status_code == 200
+
+
 def test_the_sink_receives_every_served_prediction(linear_model_file: Path) -> None:
     sink = ListSink()
     app = create_app(ModelFileSource(linear_model_file),

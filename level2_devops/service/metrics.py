@@ -12,7 +12,8 @@ prometheus_client intends for counters and histograms).
 
 Exposed metrics (names as Prometheus shows them):
 
-- ``taxi_http_requests_total{endpoint, method, status}``
+- ``taxi_http_requests_total{endpoint, method, status}`` (``method``: one of ``HTTP_METHODS``
+  or ``other``; ``endpoint``: a route, or ``unmatched``)
 - ``taxi_http_request_duration_seconds{endpoint}`` (histogram)
 - ``taxi_predictions_total{model_version, variant}``: rides predicted
 - ``taxi_predicted_duration_seconds{variant}`` (histogram of predicted values, in seconds: the
@@ -41,6 +42,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: Predicted-duration buckets in seconds: 1, 2, 5, 10, 15, 20, 30, 45, 60 and 90 minutes.
 DURATION_BUCKETS = (60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The ``method`` label's values; any other method a client sends is counted as ``other``: a
+#: label taken from the client unchecked would make one time series per invented method, forever.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 def multiprocess_dir() -> str | None:
@@ -92,7 +97,10 @@ class ServiceMetrics:
         self._serving: dict[str, str] = {}  # variant -> version marked 1 by this process
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """Count one request and its latency (label children are cached: labels() is costly)."""
+        """Count one request and its latency (label children are cached: labels() is costly);
+        a method outside ``HTTP_METHODS`` is counted as ``other``."""
+        if method not in HTTP_METHODS:
+            method = OTHER_METHOD
         key = (endpoint, method, status)
         counter = self._request_children.get(key)
         if counter is None:

@@ -408,6 +408,18 @@ def test_metrics_move_by_the_right_amounts(client, service_trips: pd.DataFrame) 
     assert _value(after, "taxi_model_info", model_version="1", **champion) == 1.0
 
 
+def test_invented_methods_share_one_metric_label(client) -> None:
+    """Regression (fuzz test): the ``method`` label was the client's method, unchecked, so every
+    invented method made a new time series in every worker, for good."""
+    for i in range(30):
+        assert client.open("/predict", method=f"FUZZ{i}").status_code == 405
+    client.open("/nowhere", method="PROPFIND")
+    methods = {labels[0][1] for name, labels in
+               ((n, [kv for kv in ls if kv[0] == "method"]) for n, ls in _samples(client))
+               if name == "taxi_http_requests_total"}
+    assert methods == {"other"}  # the 31 invented ones (this GET of /metrics counts after it)
+
+
 # --- the OpenAPI description -------------------------------------------------------------------
 
 def test_the_openapi_description_is_served_and_matches_the_routes(client, service_app) -> None:

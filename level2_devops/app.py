@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from level2_devops.service.metrics import ServiceMetrics
 from level2_devops.service.model_source import (
@@ -42,7 +42,7 @@ from level2_devops.service.model_source import (
     PredictionRequest,
     Served,
 )
-from level2_devops.service.rides import DEFAULT_MAX_RIDES, RideError, RideParser
+from level2_devops.service.rides import DEFAULT_MAX_RIDES, RideError, RideParser, shown_name
 from level2_devops.service.sink import PredictionRecord, PredictionSink
 
 EXTENSION = "taxi_service"
@@ -152,6 +152,16 @@ def _record(state: ServiceState, request_id: str, served: Served, rides: Any,
         state.report_failure("the prediction sink")
 
 
+def _request_body() -> bytes:
+    """The whole request body. A streamed (chunked) body longer than ``MAX_CONTENT_LENGTH`` is a
+    413: werkzeug stops reading it at the limit and returns what it read without a word, so one
+    more read tells (it raises ``RequestEntityTooLarge`` when the limit was reached)."""
+    data = request.get_data(cache=False)
+    if request.content_length is None and request.stream.read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
 @api.post("/predict")
 def predict() -> Response:
     """Predict the duration of one ride or of a list of rides."""
@@ -160,7 +170,7 @@ def predict() -> Response:
         raise RideError(f"must be sent as Content-Type: {JSON} (got "
                         f"{request.mimetype or 'no content type'!r})",
                         status=415, code="unsupported_media_type")
-    rides, single = state.parser.parse(request.get_data(cache=False))
+    rides, single = state.parser.parse(_request_body())
     request_id = uuid.uuid4().hex if state.needs_request_id else None
     served = state.source.select(PredictionRequest(rides, request.headers, request_id))
     minutes = served.model.predict(rides)
@@ -272,8 +282,9 @@ def _http_error(exc: HTTPException) -> Response:
     code = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
     if exc.code in (404, 405):
-        message = (f"{request.method} {request.path} is not an endpoint of this service "
-                   "(see GET /openapi.yaml)")
+        # the client's method and path, shown on one line and cut (they may hold anything)
+        message = (f"{shown_name(request.method)} {shown_name(request.path)} is not an endpoint "
+                   "of this service (see GET /openapi.yaml)")
     if exc.code == 413:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         message = f"the body is larger than the limit of {limit} bytes: send fewer rides"

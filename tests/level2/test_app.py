@@ -214,6 +214,42 @@ def test_fuzz_regressions_are_one_line_4xx_json(client, body, status, code, fiel
     assert error["message"].isprintable() and len(error["message"]) < 300
 
 
+def test_a_404_shows_the_clients_path_on_one_line(client) -> None:
+    """Regression (fuzz test): the 404 message repeated the path as sent, control characters and
+    all, however long."""
+    error = client.get("/a\x1d" + "b" * 5000).get_json()
+    assert error["error"] == "not_found"
+    assert error["message"].startswith('GET "/a\\u001d' + "b" * 50)
+    assert error["message"].isprintable() and len(error["message"]) < 200
+
+
+def _chunked(app, body: bytes):
+    """POST /predict as gunicorn hands a chunked request to the app: no Content-Length, and
+    ``wsgi.input_terminated`` set (the server ends the stream)."""
+    import io
+
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path="/predict", method="POST",
+                             content_type="application/json").get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
+                    "HTTP_TRANSFER_ENCODING": "chunked"})
+    chunks, status, _ = run_wsgi_app(app, environ)
+    return int(status[:3]), json.loads(b"".join(chunks))
+
+
+def test_a_chunked_body_over_the_limit_is_413(service_app) -> None:
+    """Regression (found while fuzzing the body limit): werkzeug stops reading a streamed body at
+    MAX_CONTENT_LENGTH and returns the part it read, so an oversized chunked list was answered
+    400 "not valid JSON (truncated)" instead of 413."""
+    limit = service_app.config["MAX_CONTENT_LENGTH"]
+    status, error = _chunked(service_app, b"[" + b" " * limit + b"]")
+    assert (status, error["error"]) == (413, "request_entity_too_large")
+    status, answer = _chunked(service_app, json.dumps([RIDE] * 3).encode())
+    assert status == 200 and len(answer) == 3
+
+
 def test_a_missing_content_type_is_415(client) -> None:
     response = client.post("/predict", data=json.dumps(RIDE))
     assert response.status_code == 415

@@ -48,6 +48,7 @@ from level2_devops.service.sink import PredictionRecord, PredictionSink
 EXTENSION = "taxi_service"
 OPTIONAL_RESPONSE_FIELDS = ("variant", "request_id")
 DEFAULT_CONFIG: dict[str, Any] = {
+    "DEBUG": False,  # never from FLASK_DEBUG in the environment: a served app is not in debug mode
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes; 10,000 rides take about 0.7 MB
     "MAX_RIDES": DEFAULT_MAX_RIDES,
     "ACCEPT_RIDE_ID": False,  # level 4: rides may carry an optional "ride_id" string

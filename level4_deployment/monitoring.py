@@ -219,7 +219,10 @@ def notify(alerts: Iterable[dict[str, Any]], config: MonitoringConfig,
     import httpx
 
     delivered = 0
-    with httpx.Client(timeout=config.alerts.webhook_timeout) as client:
+    # Only the configured URL: no proxy or certificate settings from the environment
+    # (trust_env=False), and no redirects followed to somewhere else.
+    with httpx.Client(timeout=config.alerts.webhook_timeout, trust_env=False,
+                      follow_redirects=False) as client:
         for alert in alerts:
             payload = {**alert, "day": alert["day"].isoformat(), "model_version": model_version,
                        "source": "mlops-levels level4 monitor"}

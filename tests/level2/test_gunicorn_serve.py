@@ -33,6 +33,8 @@ from taxi_common.local_servers import (
     stop_process_group,
     wait_until_healthy,
 )
+from tests.promtool import promtool_check_metrics
+from tests.sockets import listening_addresses
 
 MLOPS_LEVELS = Path(sys.executable).parent / "mlops-levels"
 RIDE = {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}
@@ -78,6 +80,7 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
     try:
         wait_until_healthy(proc, lambda: http_ok(f"{base}/health"), what="level2 serve",
                            log_path=log)
+        assert listening_addresses(port) == {"127.0.0.1"}  # --host omitted: loopback only
         sent = 0
         with ThreadPoolExecutor(8) as pool:
             while len(_counter_files(home)) < 2 and sent < 2000:  # until both workers served
@@ -111,6 +114,7 @@ def test_serve_runs_gunicorn_with_two_workers_and_aggregates_metrics(
     assert not list((home / "run").glob("prometheus-*")), "metrics folder left behind"
     assert not (tmp_path / ".gunicorn").exists(), "gunicorn made a control socket in HOME"
     assert "Traceback" not in log.read_text()
+    promtool_check_metrics(body)  # the multiprocess exposition, lint included (last: may skip)
 
 
 def _serve(args: list[str], home: Path):

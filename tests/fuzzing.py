@@ -146,24 +146,35 @@ def check_response(tally: Tally, method: str, path: str, status: int, body: byte
 
 def run_schemathesis(app: Any, tally: Tally, examples: int) -> None:
     """``examples`` positive and ``examples`` negative cases across every operation of the
-    document ``app`` serves, each sent to ``app`` and checked by schemathesis's checks and by
-    :func:`check_response`; a schemathesis check that fails is a problem in ``tally``."""
+    document a WSGI ``app`` serves, each sent to ``app`` in-process and checked by
+    schemathesis's checks and by :func:`check_response`; a schemathesis check that fails is a
+    problem in ``tally``."""
     schema = schemathesis.openapi.from_wsgi("/openapi.yaml", app, config=SCHEMATHESIS_CONFIG)
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         _schemathesis_mode(schema, mode, tally, examples)
 
 
-def _schemathesis_mode(schema: Any, mode: GenerationMode, tally: Tally, examples: int) -> None:
+def run_schemathesis_http(base_url: str, tally: Tally, examples: int) -> None:
+    """The same against a live server at ``base_url`` (real HTTP: gunicorn's parser too)."""
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.yaml",
+                                           config=SCHEMATHESIS_CONFIG)
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        _schemathesis_mode(schema, mode, tally, examples, base_url)
+
+
+def _schemathesis_mode(schema: Any, mode: GenerationMode, tally: Tally, examples: int,
+                       base_url: str | None = None) -> None:
     @settings(max_examples=examples, **_SETTINGS)
     @given(case=schema.as_strategy(generation_mode=mode))
     def send(case: Any) -> None:
-        response = case.call()
+        response = case.call(base_url=base_url, timeout=30)
         content_type = (response.headers.get("content-type") or [""])[0]
         sent = response.request.body or b""
         check_response(tally, case.method, case.path, response.status_code, response.content,
                        content_type, sent.encode() if isinstance(sent, str) else sent)
         try:
-            case.validate_response(response)
+            case.validate_response(response, transport_kwargs={"base_url": base_url}
+                                   if base_url else None)
         except BaseExceptionGroup as failures:  # schemathesis's FailureGroup
             text = str(failures)  # the failure, then the body sent (as a curl command)
             shown = text if len(text) < 3000 else f"{text[:1000]} ... {text[-2000:]}"

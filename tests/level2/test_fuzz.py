@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.fuzzing import Tally, run_raw, run_schemathesis, summary
+from tests.fuzzing import Tally, run_raw, run_schemathesis, run_schemathesis_http, summary
 from tests.promtool import promtool_check_metrics
 
 #: Cases per schemathesis mode (positive, negative), and generated bodies (each sent 3 times):
 #: 6,100 requests in all, 20-30 s on a loaded 2-core machine.
 SCHEMATHESIS_EXAMPLES = 500
 RAW_EXAMPLES = 1700
+#: Cases per mode over real HTTP against gunicorn (slower: a socket round trip each).
+HTTP_EXAMPLES = 150
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,38 @@ def test_promtool_accepts_the_metrics_after_fuzzing(fuzzed) -> None:
     response = app.test_client().get("/metrics")
     assert b'method="other"' in response.get_data()  # the fuzz sent invented methods
     promtool_check_metrics(response.get_data())
+
+
+@pytest.mark.slow
+def test_schemathesis_over_http_against_gunicorn(linear_model_file: Path, tmp_path: Path
+                                                 ) -> None:
+    """The same document-driven cases over real HTTP, against ``mlops-levels level2 serve``
+    (gunicorn, 2 workers): what gunicorn's request parser lets through must not break the app."""
+    import os
+    import subprocess
+    import sys
+
+    from taxi_common.local_servers import (
+        free_port,
+        http_ok,
+        stop_process_group,
+        wait_until_healthy,
+    )
+
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [str(Path(sys.executable).with_name("mlops-levels")), "level2", "serve",
+               "--model", str(linear_model_file), "--port", str(port), "--workers", "2"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, env={**os.environ, "WORKBOOK_HOME": str(tmp_path)},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base, tally = f"http://127.0.0.1:{port}", Tally()
+    try:
+        wait_until_healthy(proc, lambda: http_ok(f"{base}/health"), what="level2 serve",
+                           log_path=log)
+        run_schemathesis_http(base, tally, HTTP_EXAMPLES)
+    finally:
+        stop_process_group(proc.pid, timeout=30)
+    print(f"\nlevel 2 fuzz over HTTP: {summary([tally])}")
+    assert tally.problems == [] and tally.server_errors == 0
+    assert tally.requests >= 2 * HTTP_EXAMPLES
+    assert "Traceback" not in log.read_text()

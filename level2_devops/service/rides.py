@@ -171,7 +171,8 @@ def _validation_error(exc: msgspec.ValidationError, max_rides: int,
         return RideError(f"a list must hold 1 to {max_rides} rides ({reason.lower()})",
                          code="invalid_batch")
     if field == RIDE_ID and "matching regex" in reason:
-        return RideError(f"must be {RULES[RIDE_ID]} (it holds one)", field=field, index=index)
+        return RideError(f"must be {RULES[RIDE_ID]} (it holds a control character)",
+                         field=field, index=index)
     if field in RULES and ("Expected" in reason or reason.startswith("Number out of range")):
         explained = reason.replace("Expected", "expected").replace("Number", "number")
         reason = f"must be {RULES[field]} ({explained})"

@@ -91,3 +91,23 @@ def test_schemathesis_over_http_against_gunicorn(linear_model_file: Path, tmp_pa
     assert tally.problems == [] and tally.server_errors == 0
     assert tally.requests >= 2 * HTTP_EXAMPLES
     assert "Traceback" not in log.read_text()
+
+
+def test_the_served_openapi_documents_are_valid_openapi_3(linear_model_file: Path) -> None:
+    """Level 2's and level 4's served documents pass the OpenAPI 3.0 meta-schema (the check
+    schemathesis ships); a broken document does not."""
+    import jsonschema_rs
+    import schemathesis
+
+    from level2_devops.app import create_app
+    from level2_devops.service.model_source import ModelFileSource
+    from level4_deployment.serving import APP_CONFIG
+
+    for config in (None, APP_CONFIG):
+        app = create_app(ModelFileSource(linear_model_file), config)
+        schema = schemathesis.openapi.from_wsgi("/openapi.yaml", app)
+        schema.validate()
+        assert schema.raw_schema["openapi"].startswith("3.0")
+    broken = {**schema.raw_schema, "paths": {"/predict": {"post": {"responses": "none"}}}}
+    with pytest.raises(jsonschema_rs.ValidationError):
+        schemathesis.openapi.from_dict(broken).validate()

@@ -190,6 +190,24 @@ def test_bodies_and_batches_are_capped(capped_client) -> None:
     assert str(max_rides) in too_many.get_json()["message"]
 
 
+def test_gunicorn_keeps_its_request_line_and_header_limits(linear_model_file: Path) -> None:
+    """gunicorn caps the request line (4094 bytes), the header count (100) and a header's size
+    (8190) by default; 0 would lift a cap. The service's settings leave them on."""
+    from gunicorn.config import Config
+
+    from level2_devops.app import create_app
+    from level2_devops.service.model_source import ModelFileSource
+    from level2_devops.service.server import ServeOptions, gunicorn_settings
+
+    config = Config()
+    for key, value in gunicorn_settings(ServeOptions(), create_app(
+            ModelFileSource(linear_model_file))).items():
+        config.set(key, value)
+    assert 0 < config.limit_request_line <= 8190
+    assert 0 < config.limit_request_fields <= 100
+    assert 0 < config.limit_request_field_size <= 8190
+
+
 # --- 3. no debug mode -----------------------------------------------------------------------
 
 def test_a_served_app_is_never_in_debug_mode(monkeypatch: pytest.MonkeyPatch,

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.fuzzing import Tally, run_raw, run_schemathesis, run_schemathesis_http, summary
+from tests.fuzzing import (
+    ERROR_CODES,
+    Tally,
+    run_raw,
+    run_schemathesis,
+    run_schemathesis_http,
+    summary,
+)
 from tests.promtool import promtool_check_metrics
 
 #: Cases per schemathesis mode (positive, negative), and generated bodies (each sent 3 times):
@@ -108,6 +115,9 @@ def test_the_served_openapi_documents_are_valid_openapi_3(linear_model_file: Pat
         schema = schemathesis.openapi.from_wsgi("/openapi.yaml", app)
         schema.validate()
         assert schema.raw_schema["openapi"].startswith("3.0")
+    documented = schema.raw_schema["components"]["schemas"]["Error"]["properties"]["error"]
+    codes = {c.strip(" .") for c in documented["description"].split(":", 1)[1].split(",")}
+    assert codes == ERROR_CODES | {"internal_error"}  # what the fuzz accepts in a 4xx, and 500
     broken = {**schema.raw_schema, "paths": {"/predict": {"post": {"responses": "none"}}}}
     with pytest.raises(jsonschema_rs.ValidationError):
         schemathesis.openapi.from_dict(broken).validate()

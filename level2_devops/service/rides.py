@@ -199,12 +199,33 @@ def _malformed(data: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> Ri
         return RideError(f"is not valid JSON: JSON text must be UTF-8 ({exc.reason})",
                          status=400, code="malformed_json")
     try:
-        found = _non_finite_error(json.loads(data))
+        lenient = json.loads(data)
     except (ValueError, RecursionError):
-        found = None
+        return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")
+    found = _non_finite_error(lenient)
     if found is not None:
         return found
+    if _has_lone_surrogate(lenient):  # msgspec says "Input data was truncated" for these
+        return RideError("is not valid JSON: a \\u escape is half of a UTF-16 surrogate pair",
+                         status=400, code="malformed_json")
     return RideError(f"is not valid JSON ({exc})", status=400, code="malformed_json")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string in ``value`` (a parsed JSON document), key or value, holds an unpaired
+    UTF-16 surrogate (``"\\ud800"``), which Python's ``json`` accepts and msgspec does not."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class RideParser:

@@ -197,6 +197,9 @@ FUZZ_REGRESSIONS = [
      "invalid_ride", "\u2028", 'rides[1]."\\u2028"'),
     ("megabyte-field-name", json.dumps({"x" * 1_000_000: 1}).encode(), 422, "invalid_ride",
      "x" * 64, "x" * 64 + "...: is not a ride field"),
+    ("lone-surrogate-escape",
+     b'{"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, "\\ud800": 1}', 400,
+     "malformed_json", None, "half of a UTF-16 surrogate pair"),
     ("overflowing-zone", b'{"PULocationID": 1e999, "DOLocationID": 2, "trip_distance": 1}', 422,
      "invalid_ride", "PULocationID", "integer TLC zone ID from 1 to 265 (number out of range)"),
 ]

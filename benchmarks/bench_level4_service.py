@@ -86,10 +86,9 @@ def register_pipeline(settings: Settings, pipeline: Any, train: pd.DataFrame, *,
 
     client = client_for(settings.tracking_uri)
     run_id = start_run(client, configure_tracking(settings), f"benchmark {alias}")
-    logged = log_pipeline_model(run_id, pipeline, model_input_example(train),
-                                settings.tracking_uri)
+    logged = log_pipeline_model(client, run_id, pipeline, model_input_example(train))
     client.set_terminated(run_id, "FINISHED")
-    version = register_version(client, getattr(logged, "model_uri", logged), run_id,
+    version = register_version(client, logged.model_id, run_id,
                                description=description,
                                tags={**TAGS, "data.train_rows": str(len(train))}, alias=alias)
     return str(version.version)

@@ -69,12 +69,10 @@ def _child_baseline(model_file: Path, trips: Path, out: Path) -> dict[str, Any]:
 
 def _child_breakdown(model_file: Path, trips: Path, out: Path) -> dict[str, Any]:
     """Where level 4's time goes, stage by stage, on the first row group."""
-    import pyarrow.parquet as pq
-
     from level2_devops.model_store import load_model
     from level2_devops.service.model_source import serving_model
-    from level4_deployment.batch import concatenate_parts, score_frame
-    from level4_deployment.traffic import ride_id_for
+    from level4_deployment.batch import ScoreWriter, read_row_group, score_table
+    from level4_deployment.traffic import ride_id_hex
 
     model = serving_model(load_model(model_file)[0], "1")
     stages: dict[str, float] = {}
@@ -85,14 +83,16 @@ def _child_breakdown(model_file: Path, trips: Path, out: Path) -> dict[str, Any]
         stages[name] = time.perf_counter() - began
         return value
 
-    table = timed("read_row_group", lambda: pq.ParquetFile(trips).read_row_group(0))
+    table = timed("read_row_group (5 columns)", lambda: read_row_group(trips, 0))
     frame = timed("to_pandas", table.to_pandas)
-    timed("ride_id_for", lambda: ride_id_for(frame))
-    scored = timed("score_frame (ride ids included)", lambda: score_frame(frame, model, "1"))
-    part = out.with_name(out.stem + "-part.parquet")
-    timed("write part", lambda: scored.to_parquet(part, index=False))
-    timed("concatenate_parts", lambda: concatenate_parts([part], out))
-    part.unlink()
+    timed("ride_id_hex", lambda: ride_id_hex(frame))
+    scored = timed("score_table (ride ids included)", lambda: score_table(table, model, "1"))
+
+    def write() -> None:
+        with ScoreWriter(out) as writer:
+            writer.write(scored)
+
+    timed("write (one ParquetWriter)", write)
     return {"seconds": sum(stages.values()), "rows": len(frame), "stages": stages}
 
 

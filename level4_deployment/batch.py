@@ -18,8 +18,6 @@ With a Dask scheduler address (or ``local_dask=True``, which starts a ``LocalClu
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,64 +103,133 @@ def _servable(trips: pd.DataFrame, pickup: str, dropoff: str) -> np.ndarray:
     return zones_ok & np.isfinite(distance) & (distance >= 0) & (distance <= MAX_TRIP_MILES)
 
 
-def score_frame(trips: pd.DataFrame, model: Any, version: str, *,
-                color: str = "green") -> pd.DataFrame:
-    """Score raw trips (TLC schema) with a serving model; the output columns of this module."""
-    from level2_devops.service.rides import RideBatch
-    from level4_deployment.traffic import ride_id_for
+def _string_array(fixed: np.ndarray) -> Any:
+    """An arrow ``string`` array over a numpy ``S<k>`` array of ASCII text, without one Python
+    object per row (the bytes are shared, the offsets are ``0, k, 2k, ...``)."""
+    import pyarrow as pa
+
+    width, n = fixed.dtype.itemsize, len(fixed)
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(np.ascontiguousarray(fixed))])
+
+
+def input_columns(color: str = "green") -> list[str]:
+    """The columns of the raw trips that scoring reads (the rest of the file is not read)."""
     from taxi_common.schema import trip_columns
 
     cols = trip_columns(color)
-    ok = _servable(trips, cols.pickup_zone, cols.dropoff_zone)
-    predicted = np.full(len(trips), np.nan)
+    return [cols.pickup, cols.dropoff, cols.pickup_zone, cols.dropoff_zone, "trip_distance"]
+
+
+def score_table(table: Any, model: Any, version: str, *, color: str = "green") -> Any:
+    """Score raw trips (an arrow table in the TLC schema) with a serving model; an arrow table
+    with the output columns of this module.
+
+    Vectorised from end to end: the features go to ``model.predict`` as three numpy arrays, the
+    ride ids are :func:`~level4_deployment.traffic.ride_id_hex` (numpy, no loop over rows), and
+    the output columns are built as arrow arrays (the zones and pickup times are the input's own
+    arrow columns), so no pandas object column is made for 16-character ids or the version.
+    """
+    import pyarrow as pa
+
+    from level2_devops.service.rides import RideBatch
+    from level4_deployment.traffic import ride_id_hex
+    from taxi_common.schema import trip_columns
+
+    cols = trip_columns(color)
+    frame = table.select(input_columns(color)).to_pandas()
+    ok = _servable(frame, cols.pickup_zone, cols.dropoff_zone)
+    n = len(frame)
+    predicted = np.full(n, np.nan)
+    distance = frame["trip_distance"].to_numpy(dtype=np.float64)
     if ok.any():
-        rides = RideBatch(trips[cols.pickup_zone].to_numpy()[ok].astype(np.int64),
-                          trips[cols.dropoff_zone].to_numpy()[ok].astype(np.int64),
-                          trips["trip_distance"].to_numpy(dtype=np.float64)[ok])
+        rides = RideBatch(frame[cols.pickup_zone].to_numpy()[ok].astype(np.int64),
+                          frame[cols.dropoff_zone].to_numpy()[ok].astype(np.int64),
+                          distance[ok])
         predicted[ok] = model.predict(rides)
-    actual = (trips[cols.dropoff] - trips[cols.pickup]).dt.total_seconds().to_numpy() / 60.0
-    return pd.DataFrame({
-        "ride_id": ride_id_for(trips, color).to_numpy(),
-        "pickup_datetime": trips[cols.pickup].to_numpy(),
-        "PULocationID": trips[cols.pickup_zone].astype("Int64").to_numpy(),
-        "DOLocationID": trips[cols.dropoff_zone].astype("Int64").to_numpy(),
-        "trip_distance": trips["trip_distance"].to_numpy(dtype=np.float64),
-        "actual_duration": actual,
-        "predicted_duration": predicted,
-        "difference": predicted - actual,
-        "model_version": pd.Series(version, index=trips.index, dtype="string").to_numpy(),
+    actual = ((frame[cols.dropoff] - frame[cols.pickup]).dt.total_seconds() / 60.0).to_numpy()
+    return pa.table({
+        "ride_id": _string_array(ride_id_hex(frame, color)),
+        "pickup_datetime": table.column(cols.pickup),
+        "PULocationID": table.column(cols.pickup_zone).cast(pa.int64()),
+        "DOLocationID": table.column(cols.dropoff_zone).cast(pa.int64()),
+        "trip_distance": pa.array(distance, pa.float64()),
+        "actual_duration": pa.array(actual, pa.float64()),
+        "predicted_duration": pa.array(predicted, pa.float64()),
+        "difference": pa.array(predicted - actual, pa.float64()),
+        "model_version": pa.repeat(pa.scalar(version, pa.string()), n),
     })
 
 
+def score_frame(trips: pd.DataFrame, model: Any, version: str, *,
+                color: str = "green") -> pd.DataFrame:
+    """Score raw trips (TLC schema, a DataFrame) with a serving model: :func:`score_table` as
+    a DataFrame, with the input's index."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(trips[input_columns(color)], preserve_index=False)
+    scored = score_table(table, model, version, color=color).to_pandas()
+    scored.index = trips.index
+    return scored
+
+
+def read_row_group(path: Path, index: int, color: str = "green") -> Any:
+    """Row group ``index`` of ``path``: the columns scoring reads, as an arrow table."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(index, columns=input_columns(color))
+
+
 def score_row_group(path: Path, index: int, model: Any, version: str,
-                    color: str = "green") -> pd.DataFrame:
-    """Read row group ``index`` of ``path`` and score it.
+                    color: str = "green") -> Any:
+    """Read row group ``index`` of ``path`` and score it; an arrow table.
 
     Ride ids are computed within the row group: two identical trips (same times, zones and
     distance) in different row groups would share an id, where the whole month tells them apart.
     """
-    import pyarrow.parquet as pq
-
-    trips = pq.ParquetFile(path).read_row_group(index).to_pandas()
-    return score_frame(trips, model, version, color=color)
+    return score_table(read_row_group(path, index, color), model, version, color=color)
 
 
-def concatenate_parts(parts: list[Path], out: Path) -> int:
-    """Append the part files, in order, into ``out`` (atomically); rows written."""
-    import pyarrow.parquet as pq
+def scored_count(table: Any) -> int:
+    """Rows of a scored table that got a prediction."""
+    import pyarrow.compute as pc
 
-    rows = 0
-    with atomic_write(out) as (file, _):
-        writer = None
-        for part in parts:
-            table = pq.read_table(part)
-            if writer is None:
-                writer = pq.ParquetWriter(file, table.schema, compression="snappy")
-            writer.write_table(table)
-            rows += table.num_rows
-        if writer is not None:
-            writer.close()
-    return rows
+    return len(table) - int(pc.sum(pc.is_nan(table.column("predicted_duration"))).as_py() or 0)
+
+
+class ScoreWriter:
+    """One ``ParquetWriter`` for the whole output, written atomically: each scored row group is
+    appended as it comes (one row group of the output per input row group), and the file
+    appears under its name only once it is complete."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.rows, self.scored, self.row_groups = out, 0, 0, 0
+        self._writer: Any = None
+
+    def write(self, table: Any) -> None:
+        """Append one scored table."""
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._file, table.schema, compression="snappy")
+        self._writer.write_table(table, row_group_size=max(len(table), 1))
+        self.rows += len(table)
+        self.scored += scored_count(table)
+        self.row_groups += 1
+
+    def __enter__(self) -> ScoreWriter:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic = atomic_write(self.out)
+        self._file, _ = self._atomic.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._atomic.__exit__(*exc)
 
 
 def score_file(path: Path, model: Any, version: str, out: Path, *, color: str = "green",
@@ -170,19 +237,10 @@ def score_file(path: Path, model: Any, version: str, out: Path, *, color: str = 
     """Score every row group of ``path`` in this process into ``out``; memory: one row group."""
     start = time.perf_counter()
     groups = row_group_count(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parts_dir = Path(tempfile.mkdtemp(prefix=".score-parts-", dir=out.parent))
-    try:
-        parts, scored = [], 0
+    with ScoreWriter(out) as writer:
         for index in range(groups):
-            frame = score_row_group(path, index, model, version, color)
-            scored += int(frame["predicted_duration"].notna().sum())
-            part = parts_dir / f"part-{index:05d}.parquet"
-            frame.to_parquet(part, index=False)
-            parts.append(part)
+            writer.write(score_row_group(path, index, model, version, color))
             if progress:
                 progress(index + 1, groups)
-        rows = concatenate_parts(parts, out)
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return BatchResult(out, rows, scored, groups, version, time.perf_counter() - start)
+    return BatchResult(out, writer.rows, writer.scored, groups, version,
+                       time.perf_counter() - start)

@@ -7,9 +7,8 @@ inside, so the same flow can run from a deployment on another machine.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from level4_deployment.batch import (
     BatchResult,
-    concatenate_parts,
+    ScoreWriter,
     month_file,
     row_group_count,
     score_row_group,
@@ -28,38 +27,37 @@ from taxi_common.settings import Settings
 FLOW_NAME = "taxi-duration-batch-scoring"
 
 
+#: Row groups in flight at once (submitted, not yet written): what bounds the flow's memory.
+IN_FLIGHT = 3
+
+
 @task(name="score-row-group", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="score-row-group-{index}")
-def score_part(path: str, index: int, model: Any, version: str, color: str,
-               part: str) -> tuple[int, int]:
-    """Score one row group into a part file; (rows, rows with a prediction)."""
-    frame = score_row_group(Path(path), index, model, version, color)
-    frame.to_parquet(part, index=False)
-    return len(frame), int(frame["predicted_duration"].notna().sum())
+def score_part(path: str, index: int, model: Any, version: str, color: str) -> Any:
+    """Score one row group; the scored arrow table (sent back to the flow, which writes it)."""
+    return score_row_group(Path(path), index, model, version, color)
 
 
 def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) -> BatchResult:
-    """Submit every row group to the flow's task runner, then concatenate the parts in order."""
+    """Submit the row groups to the flow's task runner, at most ``IN_FLIGHT`` at a time, and
+    write each result, in order, to the one output file as it arrives: no part files, and
+    memory bounded by ``IN_FLIGHT`` row groups whatever the month's size. On Dask the tables
+    come back to the flow over the network, so the workers need no shared file system."""
     start = time.perf_counter()
     groups = row_group_count(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parts_dir = Path(tempfile.mkdtemp(prefix=".score-parts-", dir=out.parent))
     logger = get_run_logger()
-    try:
-        parts = [parts_dir / f"part-{i:05d}.parquet" for i in range(groups)]
-        futures = [score_part.submit(str(path), i, model, version, color, str(part))
-                   for i, part in enumerate(parts)]
-        done = 0
-        scored = 0
-        for future in futures:
-            _, ok = future.result()
-            scored += ok
-            done += 1
-            logger.info("row group %d/%d scored", done, len(futures))
-        rows = concatenate_parts(parts, out)
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return BatchResult(out, rows, scored, groups, version, time.perf_counter() - start)
+    pending: deque[Any] = deque()
+    with ScoreWriter(out) as writer:
+        for index in range(groups):
+            pending.append(score_part.submit(str(path), index, model, version, color))
+            if len(pending) >= IN_FLIGHT:
+                writer.write(pending.popleft().result())
+                logger.info("row group %d/%d scored", writer.row_groups, groups)
+        while pending:
+            writer.write(pending.popleft().result())
+            logger.info("row group %d/%d scored", writer.row_groups, groups)
+    return BatchResult(out, writer.rows, writer.scored, groups, version,
+                       time.perf_counter() - start)
 
 
 @flow(name=FLOW_NAME, log_prints=True)

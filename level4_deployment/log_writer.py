@@ -1,40 +1,58 @@
 """``PredictionLogWriter``: writes the prediction log off the request path, in batches.
 
-The service hands every served prediction to :meth:`PredictionLogWriter.submit`, which only puts
-it on a bounded queue (never blocks, never touches the database). A background thread takes the
-rows off the queue and writes them in one transaction per batch: when ``batch_size`` rows are
-waiting, or ``flush_interval`` seconds after the first row of a batch arrived.
+The request path only appends to a ``collections.deque`` (atomic under the GIL: no lock, no
+condition variable, no wake-up of another thread per request). What it appends is cheap to make:
+either rows already built (:meth:`PredictionLogWriter.submit`, :meth:`~PredictionLogWriter.submit_many`)
+or a *deferred* item (:meth:`~PredictionLogWriter.submit_deferred`): a function and its arguments
+that the writer thread calls to build the rows — level 4's sink hands over the served record as it
+is, and the tuples, timestamps and shadow predictions are made on the writer's thread.
 
-Nothing is lost silently. A row that does not fit in the queue, or whose batch still fails after
-``max_attempts`` writes (database down), is counted in :attr:`stats` and reported on the
-``level4_deployment.log_writer`` logger at ERROR level.
+A background thread wakes every ``flush_interval`` seconds (sooner when ``batch_size`` rows are
+waiting, when :meth:`~PredictionLogWriter.flush` asks, or on close), takes everything queued, and
+writes it in transactions of at most ``batch_size`` rows, each one ``executemany`` of tuples
+(:func:`~level4_deployment.store.write_prediction_tuples`).
+
+Nothing is lost silently. A row that does not fit in the queue (``max_queue`` rows), a row whose
+batch still fails after ``max_attempts`` writes (database down), or a deferred item whose rows
+cannot be built, is counted in :attr:`stats` and reported on the ``level4_deployment.log_writer``
+logger at ERROR level.
 
 Processes and threads: create the writer anywhere, call :meth:`start` in the process that
 serves (under gunicorn: in each worker, after the fork — a thread and a connection pool do
 not survive ``fork``), and :meth:`close` on shutdown: it writes everything still queued.
 A writer started in a forked child starts afresh (its own queue and counts): rows queued in the
 parent before the fork are the parent's to write, not each worker's.
+
+Several threads may submit at once (the deque append is atomic); the queue bound is then
+approximate (its counter is not locked), the counts in :attr:`stats` stay exact.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Engine
 
-from level4_deployment.store import create_tables, engine_for, write_predictions
+from level4_deployment.store import (
+    create_tables,
+    engine_for,
+    prediction_tuple,
+    write_prediction_tuples,
+)
 from taxi_common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
+#: Builds the rows of a deferred item: tuples in ``store.PREDICTION_COLUMNS`` order.
+RowsBuilder = Callable[..., Sequence[tuple[Any, ...]]]
 DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" log lines
 
 
@@ -61,10 +79,23 @@ class WriterStats:
         return {**asdict(self), "dropped": self.dropped}
 
 
+def _mapping_rows(rows: list[Row]) -> list[tuple[Any, ...]]:
+    return [prediction_tuple(row) for row in rows]
+
+
+class _Flushed:
+    """A marker in the queue: set once every row queued before it is written or dropped."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
 class PredictionLogWriter:
     """A background thread that writes prediction-log rows in batches (see the module doc)."""
 
-    def __init__(self, engine_factory: Callable[[], Engine], *, batch_size: int = 500,
+    def __init__(self, engine_factory: Callable[[], Engine], *, batch_size: int = 2000,
                  flush_interval: float = 0.5, max_queue: int = 10_000, max_attempts: int = 3,
                  retry_delay: float = 0.2) -> None:
         if batch_size < 1 or max_queue < 1 or max_attempts < 1 or flush_interval <= 0:
@@ -73,17 +104,26 @@ class PredictionLogWriter:
         self._engine_factory = engine_factory
         self.batch_size, self.flush_interval = batch_size, flush_interval
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
-        self._queue: queue.Queue[Row] = queue.Queue(maxsize=max_queue)
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(
-            ("submitted", "written", "dropped_queue_full", "dropped_write_failed",
-             "dropped_closed", "failed_attempts", "batches"), 0)
-        self._stopping = threading.Event()
-        self._closed = False
+        self._max_queue = max_queue
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
+        self._closed = False
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """The queue, counts and events of this process (again in a forked child)."""
+        # Items: (rows, builder, args) — a builder called with args on the writer's thread
+        # gives the rows; or a _Flushed marker.
+        self._pending: deque[Any] = deque()
+        self._lock = threading.Lock()  # for the rare counts only (drops); never per request
+        self._in_rows = 0  # rows appended (request path; only bounds the queue)
+        self._taken = 0  # rows taken off the queue by the writer (writer thread only)
+        self._counts = dict.fromkeys(
+            ("written", "dropped_queue_full", "dropped_write_failed", "dropped_closed",
+             "failed_attempts", "batches"), 0)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
         self._last_drop_log = -DROP_LOG_INTERVAL
-        self._max_queue = max_queue
         self._owner_pid = os.getpid()
 
     @classmethod
@@ -104,21 +144,48 @@ class PredictionLogWriter:
 
     def submit_many(self, rows: Iterable[Row]) -> int:
         """Queue rows; return how many were accepted (the rest are counted as dropped)."""
-        accepted = dropped_full = dropped_closed = 0
-        for row in rows:
-            if self._closed:
-                dropped_closed += 1
-                continue
-            try:
-                self._queue.put_nowait(row)
-                accepted += 1
-            except queue.Full:
-                dropped_full += 1
-        self._add(submitted=accepted + dropped_full + dropped_closed,
-                  dropped_queue_full=dropped_full, dropped_closed=dropped_closed)
-        if dropped_full:
-            self._report_full_queue(dropped_full)
-        return accepted
+        rows = list(rows)
+        if not rows:
+            return 0
+        room = self._room(len(rows))
+        if room > 0:
+            self._append(rows[:room], _mapping_rows, (rows[:room],))
+        return room
+
+    def submit_deferred(self, n_rows: int, builder: RowsBuilder, *args: Any) -> bool:
+        """Queue ``n_rows`` rows that ``builder(*args)`` makes later, on the writer's thread
+        (tuples in ``store.PREDICTION_COLUMNS`` order; ``logged_at`` may be Unix seconds).
+        ``args`` must not change afterwards. False (and counted) when dropped. Never blocks."""
+        if self._room(n_rows, whole=True) < n_rows:
+            return False
+        self._append(n_rows, builder, args)
+        return True
+
+    def _room(self, n: int, whole: bool = False) -> int:
+        """How many of ``n`` rows may be queued now (``whole``: all or none); the rest are
+        counted as dropped."""
+        if self._closed:
+            self._drop("dropped_closed", n)
+            return 0
+        room = max(min(n, self._max_queue - (self._in_rows - self._taken)), 0)
+        if whole and room < n:
+            room = 0
+        if room < n:
+            self._drop("dropped_queue_full", n - room)
+        return room
+
+    def _append(self, rows: Any, builder: RowsBuilder, args: tuple[Any, ...]) -> None:
+        n = rows if isinstance(rows, int) else len(rows)
+        self._in_rows += n
+        self._pending.append((n, builder, args))
+        if self._in_rows - self._taken >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _drop(self, kind: str, n: int) -> None:
+        with self._lock:
+            self._counts[kind] += n
+        if kind == "dropped_queue_full":
+            self._report_full_queue(n)
 
     def _report_full_queue(self, dropped: int) -> None:
         """Log a full queue at once, then at most every ``DROP_LOG_INTERVAL`` seconds."""
@@ -138,38 +205,19 @@ class PredictionLogWriter:
         if self._thread is not None:
             return self
         if os.getpid() != self._owner_pid:
-            self._reset_after_fork()
+            self._fresh_state()  # rows queued in the parent stay the parent's
         self._engine = self._engine_factory()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer",
                                         daemon=True)
         self._thread.start()
         return self
 
-    def _reset_after_fork(self) -> None:
-        """In a forked child: a fresh queue, lock and counts. Rows queued in the parent stay the
-        parent's (with several workers, each would otherwise write its own copy of them)."""
-        self._queue = queue.Queue(maxsize=self._max_queue)
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self._counts, 0)
-        self._stopping = threading.Event()
-        self._owner_pid = os.getpid()
-
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row queued so far is written or dropped; False on timeout."""
-        with self._lock:
-            target = self._accepted()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._counts["written"] + self._counts["dropped_write_failed"] >= target:
-                    return True
-            time.sleep(0.01)
-        return False
-
-    def _accepted(self) -> int:
-        """Rows that made it into the queue (call with the lock held)."""
-        c = self._counts
-        return c["submitted"] - c["dropped_queue_full"] - c["dropped_closed"]
+        marker = _Flushed()
+        self._pending.append(marker)
+        self._wake.set()
+        return marker.event.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> WriterStats:
         """Stop accepting rows, write everything queued, stop the thread; return the stats.
@@ -177,17 +225,18 @@ class PredictionLogWriter:
         Rows still queued when ``timeout`` runs out (a database that hangs) are counted as
         dropped and reported.
         """
-        if self._thread is None and not self._queue.empty():
+        if self._thread is None and self._pending:
             self.start()  # rows queued before start: write them now
         self._closed = True
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.error("prediction log writer did not finish within %.0f s", timeout)
         left = self._drain_unwritten()
         if left:
-            self._add(dropped_write_failed=left)
+            self._drop("dropped_write_failed", left)
             logger.error("prediction log writer closed with %d rows unwritten", left)
         if self._engine is not None and (self._thread is None or not self._thread.is_alive()):
             self._engine.dispose()
@@ -202,8 +251,12 @@ class PredictionLogWriter:
     @property
     def stats(self) -> WriterStats:
         """The counts so far."""
+        queued = sum(item[0] for item in self._pending.copy() if type(item) is tuple)
         with self._lock:
-            return WriterStats(**self._counts, queued=self._queue.qsize())
+            counts = dict(self._counts)
+        dropped_at_submit = counts["dropped_queue_full"] + counts["dropped_closed"]
+        return WriterStats(**counts, submitted=self._taken + queued + dropped_at_submit,
+                           queued=queued)
 
     # --- the writing thread -----------------------------------------------------------------
 
@@ -212,49 +265,69 @@ class PredictionLogWriter:
             for name, n in counts.items():
                 self._counts[name] += n
 
+    def _take_all(self) -> list[Any]:
+        """Everything queued now, oldest first (the writer's thread, or after it stopped)."""
+        items, pop = [], self._pending.popleft
+        try:
+            while True:
+                items.append(pop())
+        except IndexError:
+            pass
+        self._taken += sum(item[0] for item in items if type(item) is tuple)
+        return items
+
     def _drain_unwritten(self) -> int:
         """Empty the queue when no thread will write it any more; return how many rows."""
         if self._thread is not None and self._thread.is_alive():
             return 0
-        n = 0
-        while True:
-            try:
-                self._queue.get_nowait()
-                n += 1
-            except queue.Empty:
-                return n
+        items = self._take_all()
+        for item in items:
+            if type(item) is _Flushed:
+                item.event.set()
+        return sum(item[0] for item in items if type(item) is tuple)
 
     def _run(self) -> None:
-        while not (self._stopping.is_set() and self._queue.empty()):
-            batch = self._collect()
-            if batch:
-                self._write(batch)
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            stopping = self._stopping.is_set()
+            self._write_queued()
+            if stopping and not self._pending:
+                return
 
-    def _collect(self) -> list[Row]:
-        """The next batch: up to ``batch_size`` rows, waiting at most ``flush_interval`` after
-        the first one (no waiting once closing)."""
-        try:
-            first = self._queue.get(timeout=self.flush_interval)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.flush_interval
-        while len(batch) < self.batch_size:
-            remaining = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
+    def _write_queued(self) -> None:
+        """Take everything queued; write it in batches of at most ``batch_size`` rows; then
+        release the flush markers taken with it."""
+        items = self._take_all()
+        if not items:
+            return
+        rows: list[tuple[Any, ...]] = []
+        markers = []
+        for item in items:
+            if type(item) is _Flushed:
+                markers.append(item)
+                continue
+            n, builder, args = item
             try:
-                row = self._queue.get(timeout=remaining) if remaining > 0 else \
-                    self._queue.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(row)
-        return batch
+                rows.extend(builder(*args))
+            except Exception as exc:  # noqa: BLE001 - a bad item must not stop the writer
+                self._add(dropped_write_failed=n)
+                logger.error("prediction log: dropped %d rows that could not be built: %s", n,
+                             _first_line(exc))
+            if len(rows) >= self.batch_size:
+                self._write(rows[:self.batch_size])
+                del rows[:self.batch_size]
+        for start in range(0, len(rows), self.batch_size):
+            self._write(rows[start:start + self.batch_size])
+        for marker in markers:
+            marker.event.set()
 
-    def _write(self, batch: list[Row]) -> None:
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
         """Write one batch, retrying with back-off; count it as dropped if every attempt fails."""
         assert self._engine is not None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                write_predictions(self._engine, batch)
+                write_prediction_tuples(self._engine, batch)
             except Exception as exc:  # noqa: BLE001 - any database error: retry, then report
                 self._add(failed_attempts=1)
                 if attempt == self.max_attempts:

@@ -21,10 +21,10 @@ logs both predictions, which gives a paired comparison.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +46,8 @@ _log = logging.getLogger(__name__)
 #: How long the master waits for the champion before serving anyway (503 until it loads).
 DEFAULT_STARTUP_TIMEOUT = 10.0
 DEFAULT_RELOAD_INTERVAL = 5.0
+SHADOW_FAILURE_LOG_INTERVAL = 60.0  # seconds between two log lines about a failing shadow model
+_shadow_failure_logged = [-SHADOW_FAILURE_LOG_INTERVAL]  # monotonic time of the last one
 
 
 class RegistrySource:
@@ -155,15 +157,17 @@ class RegistrySource:
         return self.watcher.wait_until_loaded(CHAMPION, timeout)
 
 
-def _utc(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
-
-
 class PredictionLogSink:
-    """Writes every served prediction (and its shadow prediction) to the prediction log."""
+    """Writes every served prediction (and its shadow prediction) to the prediction log.
+
+    ``submit`` is on the request path: it appends the record (and the shadow model of the
+    moment, with shadow scoring on) to the writer's queue and returns. The rows — one tuple per
+    ride — and the shadow predictions are made on the writer's thread, by :func:`record_rows`.
+    """
 
     def __init__(self, writer: PredictionLogWriter, source: RegistrySource | None = None) -> None:
         self.writer, self.source = writer, source
+        self._shadow = source is not None and source.shadow
 
     def start(self) -> None:
         """Start the writer's thread and database connection (in the worker)."""
@@ -174,26 +178,40 @@ class PredictionLogSink:
         self.writer.close()
 
     def submit(self, record: PredictionRecord) -> None:
-        """Enqueue one row per ride; with shadow on, the challenger's prediction too."""
-        rides = record.rides
-        shadow_version, shadow = None, None
-        shadow_model = self.source.shadow_model() if self.source is not None else None
-        if shadow_model is not None and record.variant == CHAMPION:
-            shadow_version = shadow_model.version
-            shadow = np.asarray(shadow_model.model.predict(rides), dtype=np.float64)
-        logged_at = _utc(record.time)
-        ids = rides.ride_ids or [None] * len(rides)
-        pickup, dropoff, distance = (rides.pickup.tolist(), rides.dropoff.tolist(),
-                                     rides.distance.tolist())
-        minutes = record.minutes.tolist()
-        shadow_list = shadow.tolist() if shadow is not None else [None] * len(rides)
-        self.writer.submit_many(
-            {"request_id": record.request_id, "logged_at": logged_at, "ride_id": ids[i],
-             "PULocationID": pickup[i], "DOLocationID": dropoff[i],
-             "trip_distance": distance[i], "variant": record.variant,
-             "model_version": record.model_version, "prediction": minutes[i],
-             "shadow_version": shadow_version, "shadow_prediction": shadow_list[i]}
-            for i in range(len(rides)))
+        """Queue the record's rows (built later, off the request path)."""
+        shadow = None
+        if self._shadow and record.variant == CHAMPION:
+            shadow = self.source.shadow_model()  # type: ignore[union-attr]
+        self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow)
+
+
+def record_rows(record: PredictionRecord, shadow: Any | None = None) -> list[tuple[Any, ...]]:
+    """The prediction-log rows of one served record, in ``store.PREDICTION_COLUMNS`` order:
+    one per ride, with ``shadow``'s predictions (an ``AliasModel``) when given. Runs on the log
+    writer's thread. A shadow model that fails is logged and its predictions left out: the
+    served predictions are still written."""
+    rides = record.rides
+    n = len(rides)
+    shadow_version, shadow_minutes = None, [None] * n
+    if shadow is not None:
+        try:
+            shadow_minutes = np.asarray(shadow.model.predict(rides), np.float64).tolist()
+            shadow_version = shadow.version
+        except Exception:  # noqa: BLE001 - the served prediction is logged regardless
+            now = time.monotonic()
+            if now - _shadow_failure_logged[0] >= SHADOW_FAILURE_LOG_INTERVAL:
+                _shadow_failure_logged[0] = now
+                _log.exception("shadow model %s failed on request %s; its rows are logged "
+                               "without shadow predictions (logged at most every %.0f s)",
+                               shadow.version, record.request_id, SHADOW_FAILURE_LOG_INTERVAL)
+    ids = rides.ride_ids or [None] * n
+    request_id, at, variant, version = (record.request_id, record.time, record.variant,
+                                        record.model_version)
+    return [(request_id, at, ride_id, pu, do, miles, variant, version, minutes, shadow_version,
+             shadow_minute)
+            for ride_id, pu, do, miles, minutes, shadow_minute in zip(
+                ids, rides.pickup.tolist(), rides.dropoff.tolist(), rides.distance.tolist(),
+                record.minutes.tolist(), shadow_minutes, strict=True)]
 
 
 #: The level-4 API: rides may carry ``ride_id``; responses add ``variant`` and ``request_id``.

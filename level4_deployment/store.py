@@ -14,6 +14,8 @@ stored as naive UTC; days as dates.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -169,8 +171,6 @@ def create_tables(engine: Engine, attempts: int = 8) -> None:
     them at once with ``database is locked`` (waiting could deadlock, so SQLite's busy timeout
     does not apply). Both are retried after a short, growing pause; the check runs again.
     """
-    import time
-
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     for attempt in range(attempts):
@@ -209,6 +209,99 @@ def write_predictions(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:
     if batch:
         with engine.begin() as conn:
             conn.execute(predictions.insert(), batch)
+    return len(batch)
+
+
+def prediction_tuple(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A mapping row as the tuple :func:`write_prediction_tuples` takes (checked, as in
+    :func:`write_predictions`: unknown columns refused, ``logged_at`` defaulting to now)."""
+    checked = _prediction_row(row)
+    return tuple(checked[name] for name in PREDICTION_COLUMNS)
+
+
+def _utc_from_unix(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
+
+
+_LOGGED_AT = PREDICTION_COLUMNS.index("logged_at")
+#: Rows per multi-row INSERT on SQLite: 256 x 11 = 2,816 parameters, within SQLite's limit
+#: (32,766 since 3.32; checked on the connection, and fewer rows per statement below it).
+SQLITE_ROWS_PER_INSERT = 256
+_QUOTED_COLUMNS = ", ".join(f'"{name}"' for name in PREDICTION_COLUMNS)
+_SQLITE_ROW = f"({', '.join('?' * len(PREDICTION_COLUMNS))})"
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    """``INSERT INTO predictions (...) VALUES (?, ...), (?, ...), ...`` for ``rows`` rows."""
+    return f"INSERT INTO predictions ({_QUOTED_COLUMNS}) VALUES {', '.join([_SQLITE_ROW] * rows)}"
+
+
+def _sqlite_rows_per_insert(dbapi_connection: Any) -> int:
+    getlimit = getattr(dbapi_connection, "getlimit", None)  # Python 3.11+
+    limit = 999 if getlimit is None else getlimit(9)  # 9: SQLITE_LIMIT_VARIABLE_NUMBER
+    return max(1, min(SQLITE_ROWS_PER_INSERT, limit // len(PREDICTION_COLUMNS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_second(whole: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
+
+
+def _sqlite_time(value: dt.datetime | float) -> str:
+    """``logged_at`` the way SQLAlchemy's SQLite ``DateTime`` stores it (always 6 digits of
+    microseconds, so stored values compare as text like the ones SQLAlchemy wrote). Unix
+    seconds are formatted from a per-second cache: a batch's rows share a few seconds."""
+    if isinstance(value, dt.datetime):
+        return as_naive_utc(value).isoformat(" ", "microseconds")
+    whole = int(value // 1)
+    micro = round((value - whole) * 1e6)
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    return f"{_sqlite_second(whole)}.{micro:06d}"
+
+
+def write_prediction_tuples(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Append prediction-log rows given as tuples in ``PREDICTION_COLUMNS`` order, in one
+    transaction; return how many. The prediction log writer's path.
+
+    ``logged_at`` is a naive-UTC ``datetime`` or Unix seconds (a float); the other values are
+    Python scalars (no numpy types). On SQLite (no schema translation) the tuples go to the
+    driver as they are, without SQLAlchemy's per-row parameter processing, in multi-row
+    ``INSERT ... VALUES (...), (...)`` statements of up to ``SQLITE_ROWS_PER_INSERT`` rows: one
+    ``sqlite3_step`` (one release of the GIL) per 256 rows, where ``executemany`` steps, and
+    hands the GIL to the request thread and back, once per row. The stored text is SQLAlchemy's.
+    Elsewhere (PostgreSQL) they go through SQLAlchemy Core, which batches the INSERT into
+    multi-row VALUES too.
+    """
+    if not rows:
+        return 0
+    at = _LOGGED_AT
+    if engine.dialect.name == "sqlite" and not engine.get_execution_options().get(
+            "schema_translate_map"):
+        params = [v for r in rows for v in (*r[:at], _sqlite_time(r[at]), *r[at + 1:])]
+        width = len(PREDICTION_COLUMNS)
+        with engine.begin() as conn:  # SQLAlchemy's transaction, the driver's statements
+            dbapi = conn.connection.dbapi_connection
+            per = _sqlite_rows_per_insert(dbapi)
+            cursor = dbapi.cursor()
+            try:
+                for start in range(0, len(rows), per):
+                    count = min(per, len(rows) - start)
+                    cursor.execute(_sqlite_insert(count),
+                                   params[start * width:(start + count) * width])
+            finally:
+                cursor.close()
+        return len(rows)
+    cols = PREDICTION_COLUMNS
+    batch = []
+    for r in rows:
+        row = dict(zip(cols, r, strict=True))
+        value = row["logged_at"]
+        row["logged_at"] = value if isinstance(value, dt.datetime) else _utc_from_unix(value)
+        batch.append(row)
+    with engine.begin() as conn:
+        conn.execute(predictions.insert(), batch)
     return len(batch)
 
 

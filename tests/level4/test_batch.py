@@ -77,6 +77,11 @@ def test_scores_every_trip_row_group_by_row_group_like_predict(tmp_path: Path,
     # the ids a replay of the same trips would carry
     assert scores["ride_id"].tolist() == ride_id_for(trips).tolist()
     assert not list(out.parent.glob(".*"))  # no parts or temporary files left behind
+    # one file written by one writer: a row group of output per row group of input
+    written = pq.ParquetFile(out)
+    assert written.metadata.num_row_groups == 5
+    assert written.schema_arrow.field("ride_id").type == pa.string()
+    assert written.schema_arrow.field("PULocationID").type == pa.int64()
 
 
 def test_synthetic_month_file_is_written_once_and_reused(settings: Settings) -> None:

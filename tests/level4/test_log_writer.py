@@ -137,3 +137,44 @@ def test_created_before_a_fork_started_after_it(tmp_path: Path) -> None:
     assert logged_rows(engine) == 1
     assert writer.close().written == 1  # the parent writes the row it queued
     assert logged_rows(engine) == 2
+
+
+def _built(start: int, n: int) -> list[tuple[object, ...]]:
+    """Rows of a deferred item, built on the writer's thread (``logged_at`` in Unix seconds)."""
+    return [store.prediction_tuple(prediction(start + i))[:1] + (1_614_931_200.0 + i,)
+            + store.prediction_tuple(prediction(start + i))[2:] for i in range(n)]
+
+
+def test_deferred_items_are_built_and_written_and_flush_waits_for_them(
+        sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine, flush_interval=30.0).start()
+    assert writer.submit_deferred(3, _built, 0, 3) and writer.submit(prediction(10))
+    assert writer.stats.queued == 4  # nothing is written before the (long) interval...
+    assert writer.flush(timeout=5)  # ...unless a flush asks for it
+    assert logged_rows(sqlite_engine) == 4
+    stats = writer.close()
+    assert (stats.submitted, stats.written, stats.batches, stats.dropped) == (4, 4, 1, 0)
+
+
+def test_a_deferred_item_that_fails_to_build_is_counted(
+        sqlite_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> list[tuple[object, ...]]:
+        raise ValueError("no rows here")
+
+    writer = PredictionLogWriter(lambda: sqlite_engine).start()
+    with caplog.at_level(logging.ERROR, logger="level4_deployment.log_writer"):
+        writer.submit_deferred(2, broken)
+        writer.submit_deferred(1, _built, 5, 1)
+        stats = writer.close()
+    assert (stats.submitted, stats.written, stats.dropped_write_failed) == (3, 1, 2)
+    assert "dropped 2 rows that could not be built: no rows here" in caplog.text
+    assert logged_rows(sqlite_engine) == 1
+
+
+def test_a_deferred_item_larger_than_the_room_left_is_dropped_whole(
+        sqlite_engine: Engine) -> None:
+    writer = PredictionLogWriter(lambda: sqlite_engine, max_queue=5)
+    assert writer.submit_deferred(4, _built, 0, 4)
+    assert not writer.submit_deferred(2, _built, 4, 2)
+    assert (writer.stats.queued, writer.stats.dropped_queue_full) == (4, 2)
+    assert writer.close().written == 4

@@ -120,6 +120,31 @@ def test_logged_at_defaults_to_now_and_is_stored_as_naive_utc(engine: Engine) ->
     assert stamps["r1"] == pd.Timestamp("2021-03-05 15:00")
 
 
+def test_tuple_rows_are_stored_like_mapping_rows(engine: Engine) -> None:
+    """The log writer's path (tuples, Unix seconds; the driver's executemany on SQLite) stores
+    what ``write_predictions`` stores: the same values, timestamps that read back and compare in
+    a window query like the others."""
+    at = T0 + dt.timedelta(minutes=1, microseconds=250)
+    unix = at.replace(tzinfo=dt.UTC).timestamp()
+    mapped = prediction(0, logged_at=at, shadow_version="4", shadow_prediction=9.5)
+    tuples = [store.prediction_tuple({**mapped, "ride_id": "t1", "request_id": "req-t1"}),
+              store.prediction_tuple({**mapped, "ride_id": "t2", "request_id": "req-t2",
+                                      "logged_at": at + dt.timedelta(seconds=1)})]
+    tuples[1] = (tuples[1][0], unix + 1.0, *tuples[1][2:])  # Unix seconds instead of datetime
+    store.write_predictions(engine, [mapped])
+    assert store.write_prediction_tuples(engine, tuples) == 2
+    assert store.write_prediction_tuples(engine, []) == 0
+    frame = store.joined_predictions(engine, labelled_only=False).set_index("ride_id")
+    assert frame.loc["t1", "logged_at"] == frame.loc["r0", "logged_at"] == pd.Timestamp(at)
+    assert frame.loc["t2", "logged_at"] == pd.Timestamp(at + dt.timedelta(seconds=1))
+    columns = ["PULocationID", "DOLocationID", "trip_distance", "variant", "model_version",
+               "prediction", "shadow_version", "shadow_prediction"]
+    assert frame.loc["t1", columns].tolist() == frame.loc["r0", columns].tolist()
+    window = store.joined_predictions(engine, at, at + dt.timedelta(seconds=1),
+                                      labelled_only=False)
+    assert sorted(window["ride_id"]) == ["r0", "t1"]  # [since, until): t2 is at `until`
+
+
 def test_actuals_are_recorded_once(engine: Engine) -> None:
     assert store.record_actuals(engine, [actual(0, 12.0), actual(1, 7.5)]) == 2
     assert store.record_actuals(engine, [actual(1, 7.5), actual(2, 3.0)]) == 1

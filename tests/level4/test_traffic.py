@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import struct
@@ -29,13 +28,28 @@ def trip(pickup: str, minutes: float, pu: int = 74, do: int = 75,
             "PULocationID": pu, "DOLocationID": do, "trip_distance": distance}
 
 
-def test_ride_id_is_a_short_hex_sha256_of_fixed_width_fields() -> None:
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser in plain Python integers (the recipe written out independently)."""
+    mask = 2**64 - 1
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & mask
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def test_ride_id_is_a_64_bit_hash_of_fixed_width_fields() -> None:
     ids = traffic.ride_id_for(pd.DataFrame([trip("2021-03-05 08:00:00", 12.0)]))
-    # the recipe, written out independently: µs since the epoch, zones, miles, occurrence 0,
-    # as little-endian 8-byte numbers, so the id is the same on every machine
+    # the recipe in Python integers: µs since the epoch, zones, the distance's IEEE bits, then
+    # occurrence 0, folded with SplitMix64 modulo 2^64, so the id is the same on every machine
+    mask, golden = 2**64 - 1, 0x9E3779B97F4A7C15
     pickup_us = int(pd.Timestamp("2021-03-05 08:00:00").value // 1000)
-    packed = struct.pack("<qqqqdq", pickup_us, pickup_us + 12 * 60 * 10**6, 74, 75, 2.5, 0)
-    assert ids.tolist() == [hashlib.sha256(packed).hexdigest()[:16]]
+    words = [pickup_us, pickup_us + 12 * 60 * 10**6, 74, 75,
+             struct.unpack("<Q", struct.pack("<d", 2.5))[0]]
+    h = 0x5441584944555241
+    for i, word in enumerate(words):
+        h = _mix64(h ^ ((word + (i + 1) * golden) & mask))
+    assert ids.tolist() == [f"{_mix64((h + golden) & mask):016x}"]
 
 
 def test_same_trip_same_id_whatever_the_other_rows_and_their_order() -> None:

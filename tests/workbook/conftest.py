@@ -1,0 +1,76 @@
+"""Fixtures of the exercise tests: recompute contexts cached per session, a copy of the working
+tree to apply reference solutions to, and the ``mlops-levels exercises`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from taxi_common.settings import Settings
+from workbook.exercises.context import Context
+from workbook.exercises.keys import REPO_ROOT, Answer, Key
+
+#: What a build task's check may import from a working copy.
+COPIED = ("taxi_common", "level1_notebooks", "level2_devops", "level3_training",
+          "level4_deployment", "level5_automation", "workbook", "solutions")
+
+
+@pytest.fixture(scope="session")
+def synthetic_context(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    """One recompute context on the default synthetic data for the whole session (its cache
+    holds the fitted models several answers share)."""
+    return Context(Settings(workbook_home=tmp_path_factory.mktemp("exercise-keys")))
+
+
+@pytest.fixture(scope="session")
+def tlc_context(tmp_path_factory: pytest.TempPathFactory, tlc_mirror: str) -> Context:
+    """The same on the real TLC months, read through the local mirror (skipped without them)."""
+    home = tmp_path_factory.mktemp("exercise-keys-tlc")
+    return Context(Settings(workbook_home=home, tlc_base_url=tlc_mirror), source="tlc")
+
+
+@pytest.fixture
+def working_copy(tmp_path: Path) -> Path:
+    """A copy of the workbook's packages (and solutions/) in a temporary folder: the untouched
+    working copy a student starts from, to apply reference solutions to."""
+    root = tmp_path / "copy"
+    ignore = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "*.pyc")
+    for name in COPIED:
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
+    return root
+
+
+def numeric_answers(key: Key, source: str = "synthetic") -> list[Answer]:
+    """The answers of ``key`` that the tests recompute (numbers and choices)."""
+    return [a for a in key.answers.values() if a.kind in ("number", "choice")
+            and (source == "synthetic" or a.tlc is not None)]
+
+
+def key_as_answers(key: Key, source: str = "synthetic") -> dict[str, object]:
+    """The key itself as a student's answer file (numbers and choices)."""
+    return {a.id: a.expected(source)[0] for a in numeric_answers(key, source)}
+
+
+def write_answers(path: Path, answers: dict[str, object]) -> Path:
+    """An answer file with ``answers``, one ``id: value`` per line."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({str(k): v for k, v in answers.items()}, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def exercises_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``exercises_cli(*args)``: ``mlops-levels exercises ARGS`` in a subprocess (its real exit
+    code and one-line errors), with a private WORKBOOK_HOME."""
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "WORKBOOK_HOME": str(tmp_path / "cli-home")}
+        return subprocess.run([sys.executable, "-m", "workbook.cli", "exercises", *args],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    return run

@@ -1,0 +1,72 @@
+"""``mlops-levels exercises``: the checker's verdicts and its one-line refusals (level 1's key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taxi_common.errors import BadInputError
+from tests.workbook.conftest import write_answers
+from workbook.exercises.checker import check_answers, parse_answers, read_answers
+from workbook.exercises.keys import LEVELS, REPO_ROOT, load_key
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("1a: [8.27\n", "not valid YAML at line"),
+    ("- 1a\n- 8.27\n", "got a YAML list"),
+    ("", "no answers"),
+    ("9z: 1\n", "unknown exercise id '9z' for level 1"),
+    ("1a: about eight\n", "answer 1a must be a number, got 'about eight'"),
+    ("1a: true\n", "answer 1a must be a number"),
+    ("1b: random forest\n", "answer 1b must be one of"),
+])
+def test_a_file_that_cannot_be_read_is_one_line_naming_the_problem(tmp_path: Path, text: str,
+                                                                  names: str) -> None:
+    path = tmp_path / "answers.yaml"
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=names):
+        key = load_key("1")
+        parse_answers(key, read_answers(path), path)
+
+
+def test_the_command_refuses_a_bad_file_with_exit_code_2_and_one_line(tmp_path: Path,
+                                                                      exercises_cli) -> None:
+    path = write_answers(tmp_path / "answers.yaml", {"1a": "eight", "2a": 74475})
+    proc = exercises_cli("check", "1", str(path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: {path}: answer 1a must be a number, got 'eight'"
+    assert proc.stdout == ""
+    proc = exercises_cli("check", "level9", str(path))
+    assert (proc.returncode, proc.stderr.count("\n")) == (2, 1), proc.stderr
+    assert "unknown level 'level9'" in proc.stderr
+
+
+def test_numbers_are_read_the_way_students_write_them(tmp_path: Path) -> None:
+    key = load_key("1")
+    path = write_answers(tmp_path / "a.yaml", {"2a": "74,475", "2c": "1_044", "1a": 8.27,
+                                               "1b": "  pu_do   RIDGE "})
+    verdicts = {v.id: v for v in check_answers(key, path, root=REPO_ROOT)}
+    assert all(v.passed for v in verdicts.values()), verdicts
+    assert list(verdicts) == ["1a", "1b", "2a", "2c"]  # the key's order
+
+
+def test_a_text_answer_is_not_graded_and_tlc_needs_a_real_answer(tmp_path: Path) -> None:
+    key = load_key("1")
+    path = write_answers(tmp_path / "a.yaml", {"6": "in the metadata"})
+    (verdict,) = check_answers(key, path, root=REPO_ROOT)
+    assert verdict.passed is None
+    with pytest.raises(BadInputError, match="answer 4a"):
+        key.answers["4a"].expected("tlc")
+
+
+def test_list_prints_every_level_and_its_ids(exercises_cli) -> None:
+    proc = exercises_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    for number, folder in LEVELS.items():
+        if (REPO_ROOT / "solutions" / f"level{number}.yaml").exists():
+            assert f"level {number} - " in proc.stdout and f"{folder}/EXERCISES.md" in proc.stdout
+    one = exercises_cli("list", "1")
+    assert "  1a   number  ex. 1: validation RMSE of the PU_DO LinearRegression() [+tlc]" in \
+        one.stdout.splitlines()
+    assert "level 2" not in one.stdout

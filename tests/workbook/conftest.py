@@ -74,3 +74,65 @@ def exercises_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[s
         return subprocess.run([sys.executable, "-m", "workbook.cli", "exercises", *args],
                               env=env, capture_output=True, text=True, timeout=timeout)
     return run
+
+
+# --- the checks every level's key gets -----------------------------------------------------------
+
+def assert_recomputed(answer: Answer, ctx: Context, source: str) -> None:
+    """The key's answer for ``source`` is what its ``compute`` function gives, within tolerance."""
+    from workbook.exercises.context import compute_answer
+
+    expected, tolerance = answer.expected(source)
+    got = compute_answer(answer.compute, ctx)
+    if answer.kind == "choice":
+        assert got == expected, f"{answer.id}: {got!r} vs key {expected!r}"
+    else:
+        assert abs(got - expected) <= tolerance + 1e-12, f"{answer.id}: {got} vs key {expected}"
+
+
+def assert_checker_accepts_the_key_and_names_each_wrong_answer(
+        key: Key, tmp_path: Path, exercises_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """``exercises check`` passes the key itself (exit 0, synthetic and tlc), and fails every
+    answer moved past its tolerance (or another choice), naming each (exit 1)."""
+    from workbook.exercises.checker import check_answers
+
+    right = key_as_answers(key)
+    proc = exercises_cli("check", key.level, str(write_answers(tmp_path / "key.yaml", right)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(right)} passed, 0 to look at again" in proc.stdout
+    wrong = {}
+    for answer in numeric_answers(key):
+        if answer.kind == "number":
+            wrong[answer.id] = answer.answer + 2 * answer.tolerance + 0.01
+        else:
+            wrong[answer.id] = next(c for c in answer.choices if c != answer.answer)
+    verdicts = check_answers(key, write_answers(tmp_path / "wrong.yaml", wrong), root=REPO_ROOT)
+    assert [v.id for v in verdicts if v.passed is False] == list(right)
+    assert all("is not it: look again at" in v.message for v in verdicts)
+    first = next(iter(wrong))
+    proc = exercises_cli("check", key.level, str(write_answers(
+        tmp_path / "one.yaml", {**right, first: wrong[first]})))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"1 to look at again ({first})" in proc.stdout
+    real = {a.id: a.expected("tlc")[0] for a in numeric_answers(key, "tlc")}
+    if real:
+        proc = exercises_cli("check", key.level, str(write_answers(tmp_path / "real.yaml", real)),
+                             "--source", "tlc")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def assert_build_task_fails_untouched_and_passes_with_its_solution(
+        key: Key, answer_id: str, working_copy: Path) -> str:
+    """The check of build task ``answer_id`` fails on the untouched copy and passes once the
+    reference solution is applied to it; the failure's message."""
+    from workbook.exercises.build import apply_solution, run_check
+
+    task = key.answers[answer_id]
+    before = run_check(task.check, working_copy)
+    assert not before.passed, before.message
+    assert "raised" not in before.message, before.message  # a CheckFailed, not a crash
+    apply_solution(task.solution, working_copy)
+    after = run_check(task.check, working_copy)
+    assert after.passed, after.message
+    return before.message

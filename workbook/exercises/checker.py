@@ -85,6 +85,11 @@ def parse_answers(key: Key, given: dict[str, Any], path: Path) -> dict[str, Any]
             parsed[answer_id] = number
         elif answer.kind == "choice":
             names = {_normal(c): c for c in answer.choices}
+            number = as_number(value)
+            names.update({f"{as_number(c):g}": c for c in answer.choices
+                          if as_number(c) is not None})
+            if number is not None:
+                value = f"{number:g}"  # 1, 1.0 and "1" are the same choice
             if _normal(value) not in names:
                 raise BadInputError(f"{path}: answer {answer_id} must be one of "
                                     f"{', '.join(answer.choices)}, got {value!r}")

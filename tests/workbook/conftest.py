@@ -136,3 +136,12 @@ def assert_build_task_fails_untouched_and_passes_with_its_solution(
     after = run_check(task.check, working_copy)
     assert after.passed, after.message
     return before.message
+
+
+def recompute_params(key: Key, source: str = "synthetic",
+                     blas_free: tuple[str, ...] = ()) -> list[object]:
+    """The answers to recompute as pytest params, each marked ``figures`` (run again with one
+    BLAS thread) unless its id is in ``blas_free`` (counts, registry state: the same on every
+    BLAS, and not worth a second pass)."""
+    return [pytest.param(a, id=a.id, marks=() if a.id in blas_free else pytest.mark.figures)
+            for a in numeric_answers(key, source)]

@@ -70,3 +70,20 @@ def test_list_prints_every_level_and_its_ids(exercises_cli) -> None:
     assert "  1a   number  ex. 1: validation RMSE of the PU_DO LinearRegression() [+tlc]" in \
         one.stdout.splitlines()
     assert "level 2" not in one.stdout
+
+
+@pytest.mark.parametrize("number", list(LEVELS))
+def test_each_exercises_md_asks_exactly_the_keys_ids(number: str) -> None:
+    import re
+
+    key = load_key(number)
+    text = (REPO_ROOT / key.folder / "EXERCISES.md").read_text()
+    asked = re.findall(r"\*\*\[(\w+)\]\*\*", text)
+    assert sorted(set(asked)) == sorted(key.answers), number
+    exercises = {int(n) for n in re.findall(r"^(\d)\. \*\*", text, flags=re.M)}
+    assert 4 <= len(exercises) <= 8 and {a.exercise for a in key.answers.values()} <= exercises
+    for answer in key.answers.values():
+        if answer.kind == "build":
+            assert (REPO_ROOT / "solutions" / answer.solution).exists(), answer.id
+    assert (REPO_ROOT / key.folder / "INSTRUCTOR.md").exists()
+    assert "EXERCISES.md" in (REPO_ROOT / key.folder / "README.md").read_text()

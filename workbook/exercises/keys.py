@@ -118,6 +118,9 @@ def load_key(level: str, root: Path = REPO_ROOT) -> Key:
 
     number = level_number(level)
     path = solutions_dir(root) / f"level{number}.yaml"
+    if not path.exists():
+        raise BadInputError(f"no answer key {path}: the exercises need the checkout "
+                            "(install it with `pip install -e .` or `make setup`)")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     answers = [_answer(item, path) for item in data["answers"]]
     key = Key(number, data["title"], {a.id: a for a in answers})

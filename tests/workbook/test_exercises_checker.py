@@ -87,3 +87,20 @@ def test_each_exercises_md_asks_exactly_the_keys_ids(number: str) -> None:
             assert (REPO_ROOT / "solutions" / answer.solution).exists(), answer.id
     assert (REPO_ROOT / key.folder / "INSTRUCTOR.md").exists()
     assert "EXERCISES.md" in (REPO_ROOT / key.folder / "README.md").read_text()
+
+
+def test_a_check_on_broken_student_code_fails_with_the_error_not_a_traceback(
+        working_copy: Path, tmp_path: Path, exercises_cli) -> None:
+    from workbook.exercises.build import run_check
+
+    app = working_copy / "level2_devops" / "app.py"
+    app.write_text(app.read_text() + "\ndef broken(:\n")
+    result = run_check("workbook.exercises.level2:check_model_endpoint", working_copy)
+    assert not result.passed
+    assert result.message.startswith("your code raised ") and "SyntaxError" in result.message
+    answers = tmp_path / "a.yaml"
+    answers.write_text("7a: done\n")
+    proc = exercises_cli("check", "2", str(answers), "--repo", str(working_copy))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "AGAIN  7a   check failed: your code raised" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -7,7 +7,8 @@ starts with ``root`` (so ``root``'s packages are imported, not the installed one
 ``WORKBOOK_HOME`` is a temporary folder (a check leaves nothing behind).
 
 ``python -m workbook.exercises.build module:function ROOT`` is that subprocess: exit code 0 and
-the check's line when it passes, 1 and the reason when it fails.
+the check's line when it passes, 10 and the reason when it fails, 11 and the exception's line when
+the student's code raises.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 #: A check that takes longer than this is reported as failed (it is hanging).
 CHECK_TIMEOUT_S = 300
+#: The check process's exit codes: passed, failed (CheckFailed), the student's code raised.
+PASSED, FAILED, RAISED = 0, 10, 11
 
 
 class CheckFailed(Exception):
@@ -49,10 +52,10 @@ def run_check(reference: str, root: Path, timeout: float = CHECK_TIMEOUT_S) -> C
         except subprocess.TimeoutExpired:
             return CheckResult(False, f"the check did not finish in {timeout:.0f} s")
     lines = (proc.stdout.strip() or proc.stderr.strip() or "no output").splitlines()
-    if proc.returncode in (0, 1):
-        return CheckResult(proc.returncode == 0, lines[-1])
+    if proc.returncode in (PASSED, FAILED, RAISED):
+        return CheckResult(proc.returncode == PASSED, lines[-1])
     last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-    return CheckResult(False, f"your code raised {last}")
+    return CheckResult(False, f"the check's process failed (exit code {proc.returncode}): {last}")
 
 
 def _main(reference: str, root: str) -> int:
@@ -64,9 +67,12 @@ def _main(reference: str, root: str) -> int:
         message = resolve(reference)(Path(root))
     except Failed as exc:
         print(exc)
-        return 1
+        return FAILED
+    except Exception as exc:  # noqa: BLE001 - the student's code may raise anything
+        print(f"your code raised {type(exc).__name__}: {exc}")
+        return RAISED
     print(message)
-    return 0
+    return PASSED
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from level4_deployment.cli import app as level4_app
 from level5_automation.cli import app as level5_app
 from taxi_common.cli import app as data_app
 from taxi_common.errors import BadInputError, WorkbookError
+from workbook.exercises.cli import app as exercises_app
 
 app = typer.Typer(
     name="mlops-levels",
@@ -31,6 +32,7 @@ app.add_typer(level2_app, name="level2")
 app.add_typer(level3_app, name="level3")
 app.add_typer(level4_app, name="level4")
 app.add_typer(level5_app, name="level5")
+app.add_typer(exercises_app, name="exercises")
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """``mlops-levels level1 run``: the real command, in a subprocess, on the default synthetic data.
 
-The default run is the one the README's exercises are about, so this test also checks the
+The default run is the one the exercises (EXERCISES.md) are about, so this test also checks the
 exercise answers that a plain run prints (the figures live in tests/figures.py; keep them in step
-with level1_notebooks/README.md). The linear models' figures hold to a tolerance (their solvers
-stop early, where depends on the BLAS kernel and thread count); the counts and baselines exactly.
+with level1_notebooks/README.md and solutions/level1.yaml). The linear models' figures hold to a
+tolerance (their solvers stop early, where depends on the BLAS kernel and thread count); the counts
+and baselines exactly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The model figures of level1_notebooks/README.md's exercises 1, 3 and 4, fitted directly.
+"""The model figures of level1_notebooks/EXERCISES.md's exercises 1, 3 and 4, fitted directly.
 
 Exercises 3 and 4 edit ``LinearRegression()`` in a copy of ``02-train.ipynb``; here the same
 recipe is fitted on the same default data (synthetic, seed 0, whole months 2021-01 -> 2021-02).

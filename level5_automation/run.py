@@ -19,7 +19,9 @@ is prepared.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import os
 import time
 from collections.abc import Callable
@@ -132,14 +134,15 @@ def deploy(settings: Settings, policy_path: str | None, pool: str, *,
     ensure_work_pool(pool)
     common = {"work_pool_name": pool, "job_variables": {"env": job_environment(settings)},
               "parameters": flow_parameters(settings, policy_path), "print_next_steps": False,
-              "build": False, "push": False}
+              "build": False, "push": False, "ignore_warnings": True}
     monitor = prefect_flow.from_source(source=str(PROJECT_ROOT),
                                        entrypoint=f"{FLOWS_FILE}:monitor_flow")
     retrain = prefect_flow.from_source(source=str(PROJECT_ROOT),
                                        entrypoint=f"{FLOWS_FILE}:retrain_flow")
-    return {"monitor": monitor.deploy(name=MONITOR_DEPLOYMENT, cron=cron, **common),
-            "retrain": retrain.deploy(name=RETRAIN_DEPLOYMENT, triggers=[retrain_trigger()],
-                                      **common)}
+    with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a table per deploy
+        return {"monitor": monitor.deploy(name=MONITOR_DEPLOYMENT, cron=cron, **common),
+                "retrain": retrain.deploy(name=RETRAIN_DEPLOYMENT,
+                                          triggers=[retrain_trigger()], **common)}
 
 
 def serve(settings: Settings, policy_path: str | None, *, cron: str) -> None:

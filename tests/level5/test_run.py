@@ -204,7 +204,7 @@ def test_approval_required_pauses_the_run_and_approve_resumes_it_and_promotes(
         paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str,
         cli: Callable[..., Any]) -> None:
     home, process, run = paused_run
-    done = cli("approve", "2", "--note", "looks right", env={
+    done = cli("approve", "2", "--note", "looks right", "--day", DAY, env={
         "WORKBOOK_HOME": str(home), "PREFECT_API_URL": prefect_api})
     assert done.exit_code == 0, done.output
     assert f"resumed the paused flow run {run['name']}" in done.output

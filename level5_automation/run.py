@@ -195,7 +195,7 @@ def run_once_team(settings: Settings, policy_path: str | None, pool: str, *,
 
     ids = deploy(settings, policy_path, pool, cron=None)
     loop = make_loop(policy_path, str(settings.workbook_home))
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     first_event = max([e.id or 0 for e in _events(loop)], default=0)
     parameters = {"today": today, "labelled_through": labelled_through}
     out = RunSummary()

@@ -4,9 +4,9 @@ Only typer and the standard library are imported here; the loop's libraries (sci
 MLflow, Evidently, SQLAlchemy) are imported inside the commands. Errors a user can cause end in
 one line (``error: …``, exit code 2).
 
-Not built yet: ``level5 run`` (the loop on a Prefect server: deployments, a process work pool,
-an automation on the monitor's drift event, approval through ``pause_flow_run``). The steps it
-will wrap are the plain functions of :mod:`level5_automation.loop`; see the README.
+``level5 run`` runs the loop's Prefect flows (:mod:`level5_automation.flows`) on a real Prefect
+server (:mod:`level5_automation.run`); Prefect is imported inside it, after the environment is
+prepared.
 """
 
 from __future__ import annotations
@@ -230,10 +230,30 @@ def _review(version: str, decision: str, home: Path | None, note: str, day: str 
         settings = _settings(home)
         event = review(_engine(settings), version, decision, day=_date(day, "--day"),
                        note=note, settings=settings)
+        resumed = _resume(settings, event, decision, note)
         flush_prefect_events()
-    then = ("the loop promotes it at its next tick" if decision == "approve"
-            else "the champion stays")
+    if resumed:
+        then = (f"resumed the paused flow run {', '.join(resumed)}: it "
+                + ("promotes it now" if decision == "approve" else "ends; the champion stays"))
+    else:
+        then = ("the loop promotes it at its next tick" if decision == "approve"
+                else "the champion stays")
     typer.echo(f"{event.line()}\n{then}")
+
+
+def _resume(settings: Any, event: Any, decision: str, note: str) -> list[str]:
+    """Resume the Prefect flow runs paused on this version (``level5 run``'s approvals); the
+    answer is in the events table already, so a Prefect that does not answer is a warning."""
+    from level5_automation.run import resume_paused
+
+    try:
+        return resume_paused(settings, str(event.version), decision,
+                             by=event.details.get("by", ""), note=note)
+    except Exception as exc:  # noqa: BLE001 - the events table has the answer: the loop acts
+        typer.secho(f"warning: could not resume a paused flow run ({type(exc).__name__}: "
+                    f"{exc}); the loop acts on the answer at its next tick", err=True,
+                    fg=typer.colors.YELLOW)
+        return []
 
 
 @app.command()
@@ -258,3 +278,91 @@ def reject(
 ) -> None:
     """Reject a promotion that waits for a person: the champion stays."""
     _review(version, "reject", home, note, day)
+
+
+@app.command()
+def run(
+    policy: Path | None = typer.Option(None, help="Policy TOML (default: the shipped one)."),
+    work_pool: str | None = typer.Option(None, "--work-pool", help="Team mode: deploy to this "
+                                         "process work pool (created if missing), run by "
+                                         "`prefect worker start --pool NAME`."),
+    once: bool = typer.Option(False, "--once", help="One tick now, then exit (team mode: "
+                              "through the pool's worker and the automation)."),
+    day: str | None = typer.Option(None, help="The tick's day, YYYY-MM-DD (default: today)."),
+    labelled_through: str | None = typer.Option(None, help="The day to monitor: actuals known "
+                                                "through it (default: the latest day with "
+                                                "actuals)."),
+    cron: str = typer.Option("0 6 * * *", help="When the monitor deployment runs (not with "
+                             "--once)."),
+    approval_poll: int = typer.Option(10, help="Seconds between a paused run's checks for an "
+                                      "answer (approval = \"required\")."),
+    wait: float = typer.Option(600, help="Team mode --once: seconds to wait for the flow runs."),
+) -> None:
+    """The loop on a real Prefect server (PREFECT_API_URL, or the background server under
+    WORKBOOK_HOME, started if none runs): monitor → decide → retrain → evaluate → promote or
+    reject → watch → roll back, every decision an event."""
+    with _one_line_errors():
+        from level5_automation.events import flush_prefect_events, format_events
+        from level5_automation.policy import load_policy
+        from level5_automation.run import choose_server, prepare
+        from taxi_common.errors import BadInputError
+
+        load_policy(policy)  # a wrong policy is one line, before anything runs
+        policy_path = str(policy.resolve()) if policy is not None else None
+        _date(day, "--day"), _date(labelled_through, "--labelled-through")
+        if approval_poll < 1:
+            raise BadInputError(f"--approval-poll {approval_poll}: at least 1 second")
+        settings = _settings()
+        _engine(settings).dispose()  # the database answers (or one line)
+        settings = prepare(settings, choose_server(
+            settings, echo=lambda line: typer.echo(line, err=True)))
+        typer.echo(f"Prefect API: {settings.prefect_api_url}", err=True)
+        if once and work_pool is None:
+            from level5_automation.run import run_once_embedded
+
+            with _quiet_libraries(False):
+                out = run_once_embedded(settings, policy_path, today=day,
+                                        labelled_through=labelled_through,
+                                        poll_seconds=approval_poll)
+            flush_prefect_events()
+            typer.echo(f"{out['day']}: monitored {out['monitored_day']}; {out['reason']}; "
+                       f"champion v{out['champion']}")
+            _echo_events(out["events"])
+            return
+        if once:
+            from level5_automation.run import run_once_team
+
+            summary = run_once_team(settings, policy_path, work_pool, today=day,
+                                    labelled_through=labelled_through,
+                                    poll_seconds=approval_poll, wait_seconds=wait)
+            for r in summary.flow_runs:
+                typer.echo(f"flow run {r['name']} ({r['flow']}): {r['state']}")
+            typer.echo(format_events(summary.events) if summary.events else "no events")
+            if summary.waiting:
+                typer.echo(f"v{summary.waiting} waits for approval in a paused flow run: "
+                           f"mlops-levels level5 approve {summary.waiting} (or reject)")
+            return
+        if work_pool is not None:
+            from level5_automation.run import deploy
+
+            ids = deploy(settings, policy_path, work_pool, cron=cron)
+            typer.echo(f"deployed level5-monitor/taxi-duration ({cron}) and "
+                       f"level5-retrain/taxi-duration (started by the automation on "
+                       f"level5.alert) to work pool {work_pool}: {ids['monitor']}, "
+                       f"{ids['retrain']}\nstart a worker: PREFECT_API_URL="
+                       f"{settings.prefect_api_url} prefect worker start --pool {work_pool}")
+            return
+        from level5_automation.run import serve
+
+        typer.echo(f"serving level5-monitor ({cron}) and level5-retrain (automation) in this "
+                   "process; Ctrl-C stops", err=True)
+        serve(settings, policy_path, cron=cron)
+
+
+def _echo_events(found: list[dict[str, Any]]) -> None:
+    if not found:
+        typer.echo("no events")
+        return
+    for e in found:
+        version = f"v{e['version']}" if e["version"] else "-"
+        typer.echo(f"{e['date']}  {e['kind']:<8}  {version:<4}  {e['reason']}")

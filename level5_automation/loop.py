@@ -115,6 +115,9 @@ class TickResult:
     champion: str | None = None
     champion_changed: bool = False
     decision: Decision | None = None
+    before: str | None = None  # the champion when the tick began
+    rolled_back: bool = False
+    aborted: bool = False  # the registry could not be read: nothing was decided
 
 
 # --- reading the loop's state back -----------------------------------------------------------
@@ -163,12 +166,10 @@ def caught_up(found: Sequence[Event], drift_start: dt.date) -> bool:
 
 # --- monitor ---------------------------------------------------------------------------------
 
-def monitor(loop: Loop, day: dt.date, *, config: Any, html: bool = False,
-            workspace: bool = False) -> Any:
-    """Level 4's daily monitoring of ``day`` (by pickup: the day's rides whose actuals are in),
-    against the reference of the version that served most of that day."""
-    from level4_deployment.monitoring import day_traffic, monitor_day
-    from level4_deployment.reference import load_reference
+def reference_for(loop: Loop, day: dt.date) -> Path:
+    """The monitoring reference for ``day``: that of the version that served most of its
+    rides (the champion's when that version has none)."""
+    from level4_deployment.monitoring import day_traffic
 
     traffic = day_traffic(loop.engine, day, by="pickup")
     versions = traffic["model_version"].dropna()
@@ -176,8 +177,35 @@ def monitor(loop: Loop, day: dt.date, *, config: Any, html: bool = False,
     path = loop.reference_path(str(served))
     if not path.is_file():
         path = loop.reference_path(str(loop.aliases().get("champion")))
-    return monitor_day(day, engine=loop.engine, reference=load_reference(path), config=config,
-                       settings=loop.settings, by="pickup", html=html, workspace=workspace)
+    return path
+
+
+def monitor(loop: Loop, day: dt.date, *, config: Any, html: bool = False,
+            workspace: bool = False) -> Any:
+    """Level 4's daily monitoring of ``day`` (by pickup: the day's rides whose actuals are in),
+    against the reference of the version that served most of that day."""
+    from level4_deployment.monitoring import monitor_day
+    from level4_deployment.reference import load_reference
+
+    return monitor_day(day, engine=loop.engine, reference=load_reference(reference_for(loop, day)),
+                       config=config, settings=loop.settings, by="pickup", html=html,
+                       workspace=workspace)
+
+
+def last_labelled_day(engine: Engine) -> dt.date | None:
+    """The pickup day of the latest ride whose actual is known (actuals arrive a day at a
+    time: that day is complete), or None when there are none."""
+    from sqlalchemy import func, select
+
+    from level4_deployment.store import actuals
+
+    with engine.connect() as conn:
+        latest_pickup = conn.execute(select(func.max(actuals.c.pickup_datetime))).scalar_one()
+    if latest_pickup is None:
+        return None
+    if isinstance(latest_pickup, str):  # SQLite without type affinity
+        latest_pickup = dt.datetime.fromisoformat(latest_pickup)
+    return latest_pickup.date()
 
 
 def breaches(loop: Loop, monitored_day: dt.date) -> list[dict[str, Any]]:
@@ -538,30 +566,29 @@ def _guarded(loop: Loop, today: dt.date, step: str, out: list[Event],
         out.append(record_error(loop, today, step, exc, champion))
 
 
-def tick(loop: Loop, today: dt.date, labelled_through: dt.date, *,
-         force: str | None = None) -> TickResult:
-    """One turn of the loop at the end of ``today``, with actuals known through
-    ``labelled_through`` (whose monitoring has run): reviews of pending promotions, the watch,
-    the triggers, then retraining and the promotion rule if the policy says so (or ``force``,
-    a reason, asks for it). A registry that cannot be read ends the tick with an ``error``
-    event; the service keeps serving the champion it has."""
+def observe(loop: Loop, today: dt.date, labelled_through: dt.date, *,
+            force: str | None = None) -> TickResult:
+    """The first half of a tick, after monitoring: reviews of pending promotions, the watch
+    (and its rollback), the triggers and the decision (an ``alert`` event when a trigger
+    fires). A registry that cannot be read ends the tick (``aborted``) with an ``error``
+    event."""
     result = TickResult(today)
     out = result.events
     try:
         before = loop.aliases().get("champion")
     except Exception as exc:  # noqa: BLE001 - the registry is down: nothing can be decided
         out.append(record_error(loop, today, "registry", exc, None))
+        result.aborted = True
         return result
-    result.champion = before
+    result.champion = result.before = before
     with _guarded(loop, today, "review", out, before):
         out.extend(review_pending(loop, today))
     found = read_events(loop.engine)
-    rolled_back = False
     with _guarded(loop, today, "watch", out, before):
         event = watch(loop, today, labelled_through, found)
         if event is not None:
             out.append(event)
-            rolled_back = event.kind == "rollback"
+            result.rolled_back = event.kind == "rollback"
     with _guarded(loop, today, "decide", out, before):
         champion = loop.aliases().get("champion")
         alerts = breaches(loop, labelled_through)
@@ -570,24 +597,84 @@ def tick(loop: Loop, today: dt.date, labelled_through: dt.date, *,
         if alerts:
             text = ", ".join(f"{a['metric']} {a['value']:.3f} > {a['threshold']:g}"
                              for a in alerts)
-            after = "retraining" if decision.retrain and not rolled_back else decision.reason
+            after = ("retraining" if decision.retrain and not result.rolled_back
+                     else decision.reason)
             out.append(loop.record(today, "alert", f"{text} on {labelled_through}; {after}",
                                    alerts[0].get("served_by") or champion,
                                    monitored_day=labelled_through.isoformat(),
                                    breaches=alerts))
         logger.info("%s: %s", today, decision.reason)
-    if result.decision is not None and result.decision.retrain and not rolled_back:
-        challenger = None
-        with _guarded(loop, today, "retrain", out, result.champion):
-            challenger = retrain(loop, today, result.decision)
-            out.append(challenger.event)
-        if challenger is not None:
-            with _guarded(loop, today, "promotion rule", out, result.champion):
-                out.append(evaluate_and_promote(loop, today, challenger))
-    with _guarded(loop, today, "registry", out, result.champion):
-        result.champion = loop.aliases().get("champion")
-    result.champion_changed = result.champion != before
     return result
+
+
+def replan(loop: Loop, today: dt.date, labelled_through: dt.date) -> TickResult:
+    """The decision of :func:`observe` taken again from the stored state, recording nothing:
+    what a retrain started by an event (a Prefect automation on ``level5.alert``) does before
+    it trains. A retrain or a rollback already recorded ``today`` makes it a no."""
+    result = TickResult(today)
+    try:
+        result.champion = result.before = loop.aliases().get("champion")
+    except Exception as exc:  # noqa: BLE001 - the registry is down
+        result.events.append(record_error(loop, today, "registry", exc, None))
+        result.aborted = True
+        return result
+    found = read_events(loop.engine)
+    with _guarded(loop, today, "decide", result.events, result.champion):
+        result.rolled_back = any(e.kind == "rollback" and e.day == today for e in found)
+        alerts = breaches(loop, labelled_through)
+        result.decision = decide(loop, today, labelled_through, alerts, found, result.champion)
+    return result
+
+
+def retrain_step(loop: Loop, today: dt.date, result: TickResult) -> Challenger | None:
+    """Retrain when the tick's decision says so (and nothing was rolled back): the challenger,
+    or None (an ``error`` event when training failed)."""
+    decision = result.decision
+    if result.aborted or decision is None or not decision.retrain or result.rolled_back:
+        return None
+    challenger = None
+    with _guarded(loop, today, "retrain", result.events, result.champion):
+        challenger = retrain(loop, today, decision)
+        result.events.append(challenger.event)
+    return challenger
+
+
+def promote_step(loop: Loop, today: dt.date, result: TickResult,
+                 challenger: Challenger) -> Event | None:
+    """The promotion rule on the challenger, then ``promote``, ``pending`` or ``reject``."""
+    event = None
+    with _guarded(loop, today, "promotion rule", result.events, result.champion):
+        event = evaluate_and_promote(loop, today, challenger)
+        result.events.append(event)
+    return event
+
+
+def finish(loop: Loop, today: dt.date, result: TickResult) -> TickResult:
+    """The champion after the tick (read back from the registry)."""
+    if result.aborted:
+        return result
+    with _guarded(loop, today, "registry", result.events, result.champion):
+        result.champion = loop.aliases().get("champion")
+    result.champion_changed = result.champion != result.before
+    return result
+
+
+def tick(loop: Loop, today: dt.date, labelled_through: dt.date, *,
+         force: str | None = None) -> TickResult:
+    """One turn of the loop at the end of ``today``, with actuals known through
+    ``labelled_through`` (whose monitoring has run): reviews of pending promotions, the watch,
+    the triggers, then retraining and the promotion rule if the policy says so (or ``force``,
+    a reason, asks for it). A registry that cannot be read ends the tick with an ``error``
+    event; the service keeps serving the champion it has.
+
+    The steps are :func:`observe`, :func:`retrain_step`, :func:`promote_step` and
+    :func:`finish`; level 5's Prefect flows (:mod:`level5_automation.flows`) run the same ones
+    as tasks."""
+    result = observe(loop, today, labelled_through, force=force)
+    challenger = retrain_step(loop, today, result)
+    if challenger is not None:
+        promote_step(loop, today, result, challenger)
+    return finish(loop, today, result)
 
 
 def bootstrap(loop: Loop, today: dt.date, train: pd.DataFrame, holdout: pd.DataFrame,

@@ -536,8 +536,10 @@ class Simulation:
 
     # --- one day ---------------------------------------------------------------------------
 
-    def run_day(self) -> DayRecord:
-        """Simulate the next day (see the module doc)."""
+    def run_day(self, *, loop: bool = True) -> DayRecord:
+        """Simulate the next day (see the module doc). ``loop=False`` serves the day and
+        records the actuals that arrive, but neither monitors nor ticks: the data a real
+        ``level5 run`` then finds (its tests prepare days this way)."""
         assert self.service is not None, "call start() first"
         day, c = self.next_day, self.config
         with self.timer("data"):
@@ -548,7 +550,13 @@ class Simulation:
         self.days.append(record)
         labelled = day - dt.timedelta(days=c.actuals_delay_days)
         if labelled >= c.start:
-            self._label_and_monitor(labelled)
+            self._label_and_monitor(labelled, monitoring=loop)
+        if not loop:
+            with self.timer("serving"):
+                self.service.follow_registry()
+            self.next_day = day + ONE_DAY
+            self.progress(self._progress_line(record))
+            return record
         self._review(day)
         faults = [f for f in c.faults if f.day == day]
         with self.timer("loop"):
@@ -563,7 +571,7 @@ class Simulation:
         self.progress(self._progress_line(record))
         return record
 
-    def _label_and_monitor(self, day: dt.date) -> None:
+    def _label_and_monitor(self, day: dt.date, *, monitoring: bool = True) -> None:
         """The actuals of ``day``'s trips arrive; the day is monitored and scored."""
         from level4_deployment.store import record_actuals
         from level4_deployment.traffic import actual_rows
@@ -572,7 +580,8 @@ class Simulation:
             record_actuals(self.engine, actual_rows(self.world.day(day)))
         with self.timer("monitoring"):
             try:
-                monitor(self.loop, day, config=self.monitoring)
+                if monitoring:
+                    monitor(self.loop, day, config=self.monitoring)
             except Exception as exc:  # noqa: BLE001 - monitoring failed: the loop goes on
                 from level5_automation.loop import record_error
 

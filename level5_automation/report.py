@@ -29,8 +29,11 @@ MARKS = {
 }
 
 
+LOOP_LABEL = "level 5: the loop's champion"
+
+
 def rmse_chart_png(result: SimulationResult, *, width: float = 11.0,
-                   height: float = 4.8) -> bytes:
+                   height: float = 4.8, label: str = LOOP_LABEL) -> bytes:
     """The daily RMSE of the loop's champion and of the frozen first champion, the onset, and
     the events as markers (promotions and rollbacks also as vertical lines); PNG bytes."""
     from matplotlib.figure import Figure
@@ -39,7 +42,7 @@ def rmse_chart_png(result: SimulationResult, *, width: float = 11.0,
     ax = figure.add_subplot()
     days = [d.date for d in result.days]
     ax.plot(days, [d.rmse for d in result.days], color="#0072b2", lw=1.8,
-            label="level 5: the loop's champion")
+            label=label)
     ax.plot(days, [d.frozen_rmse for d in result.days], color="#7f7f7f", lw=1.2, ls="--",
             label="frozen first champion (no loop)")
     values = [v for d in result.days for v in (d.rmse, d.frozen_rmse) if v is not None]
@@ -88,10 +91,12 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
-def html_page(result: SimulationResult) -> str:
-    """The whole page as a string."""
+def html_page(result: SimulationResult, *, title: str = "Level 5 simulation",
+              label: str = LOOP_LABEL) -> str:
+    """The whole page as a string (``title`` and the chart's ``label`` name who operated the
+    model: another level's way of operating in ``mlops-levels compare``)."""
     c = result.config
-    png = base64.b64encode(rmse_chart_png(result)).decode("ascii")
+    png = base64.b64encode(rmse_chart_png(result, label=label)).decode("ascii")
     policy = "".join(f"<li>{html.escape(line)}</li>" for line in describe(result.policy))
     events = "".join(
         f"<tr><td>{e.day.isoformat()}</td><td class='{e.kind}'>{e.kind}</td>"
@@ -104,7 +109,7 @@ def html_page(result: SimulationResult) -> str:
     faults = ", ".join(f"{f.kind}@{f.day}" for f in c.faults) or "none"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>level 5 simulation: {html.escape(c.scenario)} from {c.start}</title>
+<title>{html.escape(title)}: {html.escape(c.scenario)} from {c.start}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }}
@@ -113,7 +118,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
 .reject {{ color: #7f7f7f; }} .error {{ color: #000; font-weight: bold; }}
 .pending {{ color: #cc79a7; }}
 </style></head><body>
-<h1>Level 5 simulation: {html.escape(c.scenario)}</h1>
+<h1>{html.escape(title)}: {html.escape(c.scenario)}</h1>
 <p>{c.start} to {c.end} ({c.days} days), onset {c.drift_onset}, strength {c.strength:g},
 seed {c.seed}, about {c.rows_per_day} trips a day, actuals {c.actuals_delay_days} day(s) late,
 reviewer: {html.escape(c.reviewer)}, faults: {html.escape(faults)}.</p>
@@ -129,8 +134,9 @@ reviewer: {html.escape(c.reviewer)}, faults: {html.escape(faults)}.</p>
 """
 
 
-def write_html(result: SimulationResult, path: Path) -> Path:
+def write_html(result: SimulationResult, path: Path, *, title: str = "Level 5 simulation",
+               label: str = LOOP_LABEL) -> Path:
     """Write the page to ``path`` (atomically)."""
     with atomic_write(Path(path)) as (out, _tmp):
-        out.write(html_page(result).encode("utf-8"))
+        out.write(html_page(result, title=title, label=label).encode("utf-8"))
     return Path(path)

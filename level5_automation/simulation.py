@@ -536,12 +536,16 @@ class Simulation:
 
     # --- one day ---------------------------------------------------------------------------
 
-    def run_day(self, *, loop: bool = True) -> DayRecord:
+    def run_day(self, *, loop: bool = True, monitoring: bool | None = None) -> DayRecord:
         """Simulate the next day (see the module doc). ``loop=False`` serves the day and
         records the actuals that arrive, but neither monitors nor ticks: the data a real
-        ``level5 run`` then finds (its tests prepare days this way)."""
+        ``level5 run`` then finds (its tests prepare days this way). ``monitoring`` (default:
+        as ``loop``) runs level 4's monitoring or not whether the loop ticks or not: the other
+        levels of ``mlops-levels compare`` tick without monitoring (level 3's schedule) or
+        monitor without ticking (level 4, where a person starts the retraining)."""
         assert self.service is not None, "call start() first"
         day, c = self.next_day, self.config
+        monitoring = loop if monitoring is None else monitoring
         with self.timer("data"):
             trips = self.world.day(day)
         with self.timer("serving"):
@@ -550,7 +554,7 @@ class Simulation:
         self.days.append(record)
         labelled = day - dt.timedelta(days=c.actuals_delay_days)
         if labelled >= c.start:
-            self._label_and_monitor(labelled, monitoring=loop)
+            self._label_and_monitor(labelled, monitoring=monitoring)
         if not loop:
             with self.timer("serving"):
                 self.service.follow_registry()

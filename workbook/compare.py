@@ -56,7 +56,7 @@ HOW = {
     1: "notebook model; a person retrains and hands the file over after a complaint",
     2: "served model file; a person retrains by command after a complaint",
     3: "scheduled retraining pipeline; a person approves each promotion",
-    4: "monitoring alerts and a gated deployment; a person starts retraining after an alert",
+    4: "scheduled retraining, gated deployment; monitoring alerts a person, who retrains",
     5: "the closed loop: monitoring triggers retraining, the rule promotes, the watch rolls back",
 }
 CAPABILITIES = ("tests", "CI", "tracking", "registry", "pipeline", "service", "ops metrics",
@@ -187,8 +187,9 @@ def level_policy(level: int, assumptions: Assumptions) -> Any:
         data["window"]["since_drift"] = False
         data["watch"]["days"] = 0
         data["approval"]["mode"] = "required"
-    elif level == 4:  # monitoring alerts; retraining only when a person asks (a forced tick)
-        data["triggers"].update(every_days=0, catch_up_every_days=0)
+    elif level == 4:  # level 3's schedule, gated with no person; alerts go to a person
+        data["triggers"].update(above={}, every_days=assumptions.retrain_every_days,
+                                catch_up_every_days=0)
         data["watch"]["days"] = 0
     elif level in (1, 2):
         data["triggers"].update(above={}, every_days=0, catch_up_every_days=0)
@@ -367,17 +368,23 @@ class ScheduledOperator(Operator):
 
 
 class AlertOperator(Operator):
-    """Level 4: monitoring alerts; a person starts the retraining; the gate decides."""
+    """Level 4: level 3's schedule with level 4's gate (no person); monitoring alerts; a person
+    starts an extra retraining after an alert; the gate decides."""
 
     level = 4
 
     def __init__(self, *args: Any) -> None:
+        from level5_automation.policy import load_policy
+
         super().__init__(*args)
         self.due: dt.date | None = None
         self.alert_day: dt.date | None = None
+        # level 4's alert thresholds (the shipped ones), judged apart from the loop's triggers
+        self.alerting = dataclasses.replace(self.sim.loop, policy=load_policy())
 
     def day(self) -> None:
-        """Serve, label, monitor; record alerts; answer the due one with a forced tick."""
+        """Serve, label, monitor; the scheduled tick, or the person's forced one when due;
+        then record the day's alerts."""
         from level5_automation.loop import breaches, tick
 
         sim = self.sim
@@ -386,18 +393,18 @@ class AlertOperator(Operator):
         labelled = today - dt.timedelta(days=sim.config.actuals_delay_days)
         if labelled < sim.config.start:
             return
-        if self.due is not None and today >= self.due:
-            reason = (f"a person started retraining after the alert of {self.alert_day} "
-                      f"({self.assumptions.alert_response_days} day(s) later)")
-            started = time.perf_counter()
-            tick(sim.loop, today, labelled, force=reason)
-            sim.timer.seconds["loop"] += time.perf_counter() - started
-            sim.service.follow_registry()
+        answering = self.due is not None and today >= self.due
+        reason = (f"a person started retraining after the alert of {self.alert_day} "
+                  f"({self.assumptions.alert_response_days} day(s) later)") if answering else None
+        started = time.perf_counter()
+        tick(sim.loop, today, labelled, force=reason)
+        sim.timer.seconds["loop"] += time.perf_counter() - started
+        sim.service.follow_registry()
+        if answering:
             self.human.add(today, "answer the alert: start retraining",
                            self.assumptions.alert_response_minutes)
             self.due = None
-            return
-        alerts = breaches(sim.loop, labelled)
+        alerts = breaches(self.alerting, labelled)
         champion = sim.loop.aliases().get("champion")
         if not alerts:
             return
@@ -595,6 +602,8 @@ def extra_dependencies(level: int) -> dict[str, int]:
 def quiet_libraries() -> None:
     """Keep the libraries' INFO lines, and the levels' own alert and event lines (each level's
     timeline page has them), out of the comparison's output."""
+    import mlflow  # noqa: F401 - MLflow sets its loggers' levels when imported: import it first
+
     for name in ("mlflow", "alembic", "prefect", "evidently", "urllib3", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("level4_deployment", "level5_automation"):

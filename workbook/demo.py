@@ -1,8 +1,13 @@
-"""``mlops-levels demo``: every built level end to end on the same months, then a side-by-side view.
+"""``mlops-levels demo``: every level end to end on the same months, then a side-by-side view.
 
 Level 1 executes its notebooks; level 2 trains a versioned model file and serves it with gunicorn
 for a real request; level 3 runs its Prefect flow (one local Prefect server for the whole demo),
-registers the best candidate and promotes it. All state lives under ``WORKBOOK_HOME``.
+registers the best candidate and promotes it; level 4 trains a challenger with that flow, serves
+champion and challenger as an A/B test under gunicorn, replays a day of traffic through it,
+records the actuals, monitors the day with Evidently, reports the A/B test and gates the
+challenger (``deploy``); level 5 simulates a few weeks of the closed loop on a virtual clock;
+then the comparison of the five levels over the same simulated period (``mlops-levels compare``,
+shortened), with its HTML report. All state lives under ``WORKBOOK_HOME``.
 
 What the closing table shows, and the test checks: levels 1 and 2 score the same validation RMSE
 (the refactoring changed nothing); level 3's ``linear`` candidate scores it again inside the flow
@@ -11,6 +16,7 @@ What the closing table shows, and the test checks: levels 1 and 2 score the same
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,11 +24,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from taxi_common.errors import WorkbookError
 from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
 
@@ -40,6 +49,11 @@ class DemoOptions:
     n_rows: int | None = None
     level3_models: tuple[str, ...] = ("linear", "ridge", "hist_gb")
     trials: int = 2
+    challenger_model: str = "ridge"  # level 4: the challenger the A/B test and the gate judge
+    replay_trips: int = 1500  # level 4: trips of the day replayed through the service
+    simulate_days: int = 21  # level 5
+    compare_days: int = 30  # the comparison
+    rows_per_day: int = 1000  # levels 5 and the comparison: synthetic trips a day
 
 
 @dataclass
@@ -48,7 +62,7 @@ class LevelResult:
 
     level: str
     model: str
-    val_rmse: float
+    val_rmse: float | None  # None where the level's figure is not a validation RMSE
     artifact: str
     seconds: float
     notes: list[str] = field(default_factory=list)
@@ -189,18 +203,159 @@ def metric_value(exposition: str, prefix: str) -> str:
     return "(no such metric)"
 
 
+def run_level4(options: DemoOptions, settings: Settings, echo: Echo) -> LevelResult:
+    """A challenger from level 3's flow; champion and challenger served as an A/B test under
+    gunicorn; a replayed day, its actuals, its monitoring; the A/B report; the gate."""
+    from level3_training.pipeline import TrainConfig, run_training
+    from level3_training.registry import aliases, client_for
+    from level3_training.runtime import prepare_environment
+    from level4_deployment import ab, store, traffic
+    from level4_deployment.deploy import deploy
+
+    start = time.perf_counter()
+    prepare_environment(settings)
+    client = client_for(settings.tracking_uri)
+    if "champion" not in aliases(client):
+        raise WorkbookError("level 4 needs a champion in the registry: run the demo with "
+                            "level 3 first (--levels 3,4)")
+    config = TrainConfig((options.train_month,), options.val_month, source=options.source,
+                         models=(options.challenger_model,), trials=1, n_rows=options.n_rows)
+    echo(f"  training a challenger ({options.challenger_model}) with level 3's flow …")
+    with _prefect_api(settings, echo):
+        challenger = str(run_training(config, settings)["version"])
+    month = _month_after(options.val_month)
+    trips = traffic.trips_for_days(month, [1], settings=settings, source=options.source,
+                                   seed=0).head(options.replay_trips)
+    with level4_service(settings) as base_url:
+        replayed = traffic.replay(base_url, trips, rate=1000.0, progress=False)
+        echo(f"  replayed {replayed.ok:,} trips of {month}-01 to the A/B service: "
+             f"{replayed.variants}")
+    engine = store.engine_for(settings)
+    store.create_tables(engine)
+    store.record_actuals(engine, traffic.actuals_through(month, 1, settings=settings,
+                                                         source=options.source, seed=0))
+    joined = store.joined_predictions(engine)
+    report = ab.ab_report(joined, ab.DEFAULT_MIN_SAMPLES)  # fixed before the test: no peeking
+    monitoring = _monitor_first_day(settings, engine, trips, options)
+    outcome = deploy(settings)
+    champion = aliases(client).get("champion")
+    gate = "promoted" if outcome.promoted else "rejected"
+    drift = monitoring["drift_share"]
+    return LevelResult("4 deployment", f"A/B: champion vs v{challenger} "
+                       f"({options.challenger_model})", None,
+                       f"models:/taxi-duration/{champion} @champion",
+                       time.perf_counter() - start,
+                       [f"A/B on {len(joined):,} labelled rides: {report['verdict']}",
+                        f"monitoring of {monitoring['day']}: drift share "
+                        f"{'-' if drift is None else f'{drift:.2f}'}, alerts "
+                        f"{monitoring['alerts']}, report {monitoring['html']}",
+                        f"gate: v{challenger} {gate} ({outcome.report.lines()[-1]})"])
+
+
+def _month_after(month: str) -> str:
+    year, number = (int(part) for part in month.split("-"))
+    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def _monitor_first_day(settings: Settings, engine: Any, trips: Any,
+                       options: DemoOptions) -> dict[str, Any]:
+    """Level 4's monitoring of the replayed day against the champion's reference (its
+    predictions of the validation month)."""
+    from level3_training.registry import client_for, load_version
+    from level4_deployment.cli import default_reference_path
+    from level4_deployment.monitoring import monitor_days
+    from level4_deployment.monitoring_config import load_config
+    from level4_deployment.reference import load_reference, write_reference
+
+    version, pipeline = load_version(client_for(settings.tracking_uri), "champion")
+    first = min(trips["pickup_datetime"].dt.date)
+    reference = load_reference(write_reference(pipeline, options.val_month, settings=settings,
+                                               path=default_reference_path(settings),
+                                               model_version=version, source=options.source,
+                                               rows=5000, seed=0))
+    [day] = monitor_days([first], engine=engine, reference=reference, config=load_config(),
+                         settings=settings, by="pickup")
+    return {"day": first.isoformat(), "drift_share": day.metrics.get("drift_share", 0.0),
+            "alerts": len(day.alerts), "html": day.html}
+
+
+@contextmanager
+def level4_service(settings: Settings, timeout: float = 120.0) -> Iterator[str]:
+    """``mlops-levels level4 serve --ab challenger=50`` on a free loopback port (one gunicorn
+    worker); its base URL; stopped (the prediction log flushed) afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "workbook", "level4", "serve", "--port", str(port),
+               "--workers", "1", "--ab", "challenger=50"]
+    env = {**os.environ, "WORKBOOK_HOME": str(settings.workbook_home)}
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"demo-level4-service-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, lambda: http_ok(f"{base_url}/health"),
+                           what="the level-4 service", timeout=timeout, log_path=log_path)
+        yield base_url
+    finally:
+        stop_process_group(process.pid, timeout=30)
+        process.wait(timeout=5)
+
+
+def run_level5(options: DemoOptions, settings: Settings, echo: Echo) -> LevelResult:
+    """A few weeks of the closed loop on a virtual clock (``level5 simulate``, shortened)."""
+    from level5_automation.policy import load_policy
+    from level5_automation.report import write_html
+    from level5_automation.simulation import SimulationConfig, simulate
+
+    start = time.perf_counter()
+    config = SimulationConfig(days=options.simulate_days, rows_per_day=options.rows_per_day)
+    echo(f"  simulating {config.days} days of {config.scenario} (onset {config.drift_onset}) …")
+    result = simulate(config, load_policy(), settings.workbook_home / "demo-level5",
+                      base_settings=dataclasses.replace(settings, prefect_api_url=None))
+    page = write_html(result, settings.reports_dir / "demo" / "level5-simulation.html")
+    recovery = result.recovery(days=3)
+    kinds = [e.kind for e in result.events if not e.details.get("bootstrap")]
+    after = [d.rmse for d in result.days[-5:] if d.rmse is not None]
+    frozen = [d.frozen_rmse for d in result.days[-5:] if d.frozen_rmse is not None]
+    return LevelResult("5 automation", "the closed loop (policy.toml)", None, str(page),
+                       time.perf_counter() - start,
+                       [f"{kinds.count('alert')} alerts, {kinds.count('retrain')} retrains, "
+                        f"{kinds.count('promote')} promotions; first alert "
+                        f"{recovery['alert_after_days']} day(s) after the onset, first "
+                        f"promotion {recovery['promotion_after_days']}",
+                        f"last 5 days' RMSE {np.mean(after):.2f} with the loop, "
+                        f"{np.mean(frozen):.2f} frozen"])
+
+
 LEVELS: dict[str, Callable[[DemoOptions, Settings, Echo], LevelResult]] = {
-    "1": run_level1, "2": run_level2, "3": run_level3,
+    "1": run_level1, "2": run_level2, "3": run_level3, "4": run_level4, "5": run_level5,
 }
+
+
+def run_comparison(options: DemoOptions, settings: Settings, echo: Echo = print) -> str:
+    """``mlops-levels compare`` over ``compare_days``: the table, and the report's path."""
+    from workbook.compare import Assumptions, CompareConfig, compare, default_home, format_table
+    from workbook.report import write_report
+
+    echo(f"\n== the five levels compared ({options.compare_days} simulated days) ==")
+    config = CompareConfig(days=options.compare_days, rows_per_day=options.rows_per_day)
+    report = compare(config, Assumptions(), default_home(settings), base_settings=settings,
+                     progress=echo)
+    page = write_report(report, settings.workbook_home / "report")
+    return f"{format_table(report)}\nthe HTML report: {page}"
 
 
 def run_demo(options: DemoOptions, settings: Settings, echo: Echo = print,
              levels: tuple[str, ...] = tuple(LEVELS)) -> list[LevelResult]:
     """Run the chosen levels in order, echoing progress; their results."""
     results = []
-    for number in levels:
-        echo(f"\n== level {number} ==")
-        results.append(LEVELS[number](options, settings, echo))
+    with ExitStack() as stack:
+        if {"3", "4"} & set(levels):  # one Prefect server for levels 3 and 4: Prefect's
+            stack.enter_context(_prefect_api(settings, echo))  # client keeps the first URL
+        for number in levels:
+            echo(f"\n== level {number} ==")
+            results.append(LEVELS[number](options, settings, echo))
     return results
 
 
@@ -210,7 +365,8 @@ def format_results(results: list[LevelResult], options: DemoOptions) -> str:
              f"({options.source} data)",
              f"{'level':<13}{'model':<40}{'val RMSE':>9}{'seconds':>9}  artifact"]
     for r in results:
-        lines.append(f"{r.level:<13}{r.model:<40}{r.val_rmse:>9.4f}{r.seconds:>9.1f}  {r.artifact}")
+        rmse = "-" if r.val_rmse is None else f"{r.val_rmse:.4f}"
+        lines.append(f"{r.level:<13}{r.model:<40}{rmse:>9}{r.seconds:>9.1f}  {r.artifact}")
     for r in results:
         lines.extend(f"  level {r.level.split()[0]}: {note}" for note in r.notes)
     return "\n".join(lines)

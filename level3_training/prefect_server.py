@@ -81,9 +81,13 @@ def start_server(prefect_home: Path, port: int | None = None,
     prefect = Path(sys.executable).with_name("prefect")
     command = [str(prefect) if prefect.exists() else "prefect", "server", "start",
                "--host", host, "--port", str(port)]
+    # the UI's own API address comes from these settings, not from --host/--port: without
+    # them its pages ask http://127.0.0.1:4200/api and show "Can't connect to Server API"
+    env = {**server_environment(prefect_home), "PREFECT_SERVER_API_HOST": host,
+           "PREFECT_SERVER_API_PORT": str(port)}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=server_environment(prefect_home), start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
     server = PrefectServer(process, port, log_path, host)
     try:
         wait_until_healthy(process, lambda: is_healthy(server.api_url), what="prefect server",

@@ -237,13 +237,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """Inside the block SIGTERM interrupts like Ctrl-C (KeyboardInterrupt)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+def stop_signals_interrupt() -> Iterator[None]:
+    """Inside the block SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt, even where the
+    shell started the command with SIGINT ignored (``cmd &`` in a script)."""
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -268,7 +270,7 @@ def run_uis(settings: Settings, ports: UiPorts | None = None, host: str = "127.0
     echo(f"starting the MLflow, Prefect and Evidently UIs over WORKBOOK_HOME="
          f"{settings.workbook_home} (10-20 s) …")
     uis: list[RunningUI] = []
-    with sigterm_interrupts():
+    with stop_signals_interrupt():
         try:
             uis = start_all([lambda: start_mlflow_ui(settings, ports.mlflow, host),
                              lambda: start_prefect_ui(settings, ports.prefect, host),

@@ -161,8 +161,11 @@ def test_ui_shows_the_three_uis_of_the_home_and_stops_them_all(
 
 
 @pytest.mark.slow
-def test_sigterm_stops_them_all_too(settings: Settings) -> None:
-    """SIGTERM (what a service manager or ``kill`` sends) stops everything, as Ctrl-C does."""
+def test_sigterm_while_starting_stops_them_all_too(settings: Settings) -> None:
+    """SIGTERM (what a service manager or ``kill`` sends) in the middle of the start: the
+    servers already launched, and those still starting, are all stopped."""
+    import psutil
+
     out = settings.workbook_home / "ui-command.log"
     out.parent.mkdir(parents=True, exist_ok=True)
     ports = _ports()
@@ -170,11 +173,12 @@ def test_sigterm_stops_them_all_too(settings: Settings) -> None:
         process = subprocess.Popen(_command(*_port_args(ports)), stdout=log,
                                    stderr=subprocess.STDOUT, env=_ui_env(settings), cwd=REPO_ROOT)
     try:
-        wait_until_healthy(process, lambda: "Ctrl-C stops them." in out.read_text(),
-                           what="mlops-levels ui", timeout=150, log_path=out)
+        wait_until_healthy(process, lambda: len(psutil.Process(process.pid).children()) == 3,
+                           what="the three UI servers launched", timeout=60, log_path=out)
         children = _descendants(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, out.read_text()
+        assert "Ctrl-C stops them." not in out.read_text()  # it was stopped while starting
         assert _alive(children) == []
         assert all(listening_addresses(port) == set() for port in ports.values())
     finally:

@@ -227,3 +227,18 @@ def test_the_command_defaults_are_the_modules_and_stay_off_the_other_defaults() 
                         "evidently_port": ui.EVIDENTLY_PORT, "host": "127.0.0.1"}
     others = {8000, 8001, 5000, 4200}  # level 2/4 serve, level4 dashboard, the tools' own
     assert not others & {ui.MLFLOW_PORT, ui.PREFECT_PORT, ui.EVIDENTLY_PORT}
+
+
+def test_team_servers_are_shown_not_started(tmp_path: Path) -> None:
+    """With MLFLOW_TRACKING_URI=http://… and PREFECT_API_URL set, those servers are the UIs:
+    printed as they are, never started nor stopped by the command."""
+    from workbook.ui import start_mlflow_ui, start_prefect_ui
+
+    team = Settings(workbook_home=tmp_path / "workbook",
+                    mlflow_tracking_uri="http://127.0.0.1:5999/",
+                    prefect_api_url="http://127.0.0.1:4999/api")
+    mlflow, prefect = start_mlflow_ui(team, free_port()), start_prefect_ui(team, free_port())
+    assert (mlflow.url, prefect.url) == ("http://127.0.0.1:5999", "http://127.0.0.1:4999")
+    assert mlflow.stop is prefect.stop is None and mlflow.process is prefect.process is None
+    assert "left running" in prefect.line()
+    assert not team.workbook_home.exists()

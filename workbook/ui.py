@@ -207,8 +207,10 @@ def start_all(starters: list[Callable[[], RunningUI]]) -> list[RunningUI]:
     """Run ``starters`` side by side; the UIs, once all are up. If one fails, or the command
     is interrupted meanwhile, everything started is stopped and the error raised."""
     pool = ThreadPoolExecutor(len(starters), thread_name_prefix="ui-start")
-    futures = [pool.submit(start) for start in starters]
+    futures: list[Future[RunningUI]] = []
     try:
+        with signals_deferred():  # no start may escape the list that stopping goes through
+            futures.extend(pool.submit(start) for start in starters)
         wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             if future.done() and future.exception():
@@ -246,6 +248,22 @@ def stop_signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM wait: one that came raises KeyboardInterrupt as the
+    block ends."""
+    came: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: came.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -140,7 +140,8 @@ def test_ui_shows_the_three_uis_of_the_home_and_stops_them_all(
     }
     for name, (url, selector, texts) in pages.items():
         shot = screenshot_path(f"ui-{name.lower()}")
-        check = open_page(url, shot, wait_for=selector)
+        check = open_page(url, shot, wait_for=selector,
+                          wait_until="load" if name == "MLflow" else "networkidle")
         assert check.page_errors == [], (name, check.page_errors)
         for text in texts:
             assert text in check.text, (name, text, check.text[:500])

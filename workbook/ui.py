@@ -171,9 +171,12 @@ def start_evidently_ui(settings: Settings, port: int, host: str = "127.0.0.1") -
 # --- starting together, stopping everything --------------------------------------------------
 
 def _child_pids() -> list[int]:
-    """This process's children (each UI server leads its own process group)."""
+    """This process's children (each UI server leads its own process group), read from Linux's
+    /proc; none elsewhere (a start interrupted there is stopped once it is up)."""
     me = os.getpid()
-    children = []
+    children: list[int] = []
+    if not Path("/proc/self/stat").exists():
+        return children
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -74,6 +74,18 @@ def _alive(processes: list[Any]) -> list[str]:
     return alive
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    """Running processes whose command line mentions ``text`` (a home's path)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if text in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(f"{p.info['pid']} {cmdline[:80]}")
+    return found
+
+
 @pytest.fixture
 def home(settings: Settings) -> Settings:
     """A home with ``taxi-duration`` v1 registered as champion."""
@@ -153,6 +165,7 @@ def test_ui_shows_the_three_uis_of_the_home_and_stops_them_all(
     assert process.wait(timeout=60) == 0, out.read_text()
     assert "stopped." in out.read_text()
     assert _alive(children) == []
+    assert _processes_mentioning(str(home.workbook_home)) == []
     for name, port in ports.items():
         assert listening_addresses(port) == set(), name
     assert not (home.prefect_home / "server.json").exists()  # its record went with it
@@ -174,13 +187,15 @@ def test_sigterm_while_starting_stops_them_all_too(settings: Settings) -> None:
         process = subprocess.Popen(_command(*_port_args(ports)), stdout=log,
                                    stderr=subprocess.STDOUT, env=_ui_env(settings), cwd=REPO_ROOT)
     try:
-        wait_until_healthy(process, lambda: len(psutil.Process(process.pid).children()) == 3,
-                           what="the three UI servers launched", timeout=60, log_path=out)
+        # MLflow's and Prefect's servers launched; Evidently's most likely still importing
+        wait_until_healthy(process, lambda: len(psutil.Process(process.pid).children()) >= 2,
+                           what="the UI servers launched", timeout=60, log_path=out)
         children = _descendants(process.pid)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, out.read_text()
+        assert process.wait(timeout=90) == 0, out.read_text()
         assert "Ctrl-C stops them." not in out.read_text()  # it was stopped while starting
         assert _alive(children) == []
+        assert _processes_mentioning(str(settings.workbook_home)) == []  # launched later too
         assert all(listening_addresses(port) == set() for port in ports.values())
     finally:
         if process.poll() is None:

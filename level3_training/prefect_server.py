@@ -55,11 +55,12 @@ class PrefectServer:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    host: str = "127.0.0.1"
 
     @property
     def api_url(self) -> str:
-        """``http://127.0.0.1:PORT/api``."""
-        return f"http://127.0.0.1:{self.port}/api"
+        """``http://HOST:PORT/api`` (HOST is 127.0.0.1 unless told otherwise)."""
+        return f"http://{self.host}:{self.port}/api"
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
@@ -71,18 +72,23 @@ class PrefectServer:
 
 
 def start_server(prefect_home: Path, port: int | None = None,
-                 timeout: float = STARTUP_TIMEOUT) -> PrefectServer:
-    """Start ``prefect server start`` on 127.0.0.1 and wait until ``/api/health`` answers."""
+                 timeout: float = STARTUP_TIMEOUT, *, host: str = "127.0.0.1") -> PrefectServer:
+    """Start ``prefect server start`` on ``host`` (127.0.0.1 by default) and wait until
+    ``/api/health`` answers."""
     prefect_home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    port = port or free_port(host)
     log_path = prefect_home / f"server-{port}.log"
     prefect = Path(sys.executable).with_name("prefect")
     command = [str(prefect) if prefect.exists() else "prefect", "server", "start",
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", host, "--port", str(port)]
+    # the UI's own API address comes from these settings, not from --host/--port: without
+    # them its pages ask http://127.0.0.1:4200/api and show "Can't connect to Server API"
+    env = {**server_environment(prefect_home), "PREFECT_SERVER_API_HOST": host,
+           "PREFECT_SERVER_API_PORT": str(port)}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=server_environment(prefect_home), start_new_session=True)
-    server = PrefectServer(process, port, log_path)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    server = PrefectServer(process, port, log_path, host)
     try:
         wait_until_healthy(process, lambda: is_healthy(server.api_url), what="prefect server",
                            timeout=timeout, log_path=log_path)

@@ -65,8 +65,12 @@ class PageCheck:
 
 
 def open_page(url: str, screenshot: Path | None = None, *, wait_for: str | None = None,
-              timeout_ms: int = 30_000) -> PageCheck:
-    """Open `url` in headless Chromium; record console errors, failed requests and images."""
+              timeout_ms: int = 30_000, wait_until: str = "networkidle") -> PageCheck:
+    """Open `url` in headless Chromium; record console errors, failed requests and images.
+
+    ``wait_until="load"`` (with ``wait_for``) for an app whose requests never all settle:
+    MLflow's UI starts a telemetry web worker whose request Chromium sometimes never reports
+    finished, so "networkidle" never comes (seen 2 times in 6 loads)."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -78,7 +82,7 @@ def open_page(url: str, screenshot: Path | None = None, *, wait_for: str | None 
             page.on("console", lambda m: check.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: check.page_errors.append(str(e)))
             page.on("requestfailed", lambda r: check.failed_requests.append(r.url))
-            page.goto(url, wait_until="networkidle", timeout=timeout_ms)
+            page.goto(url, wait_until=wait_until, timeout=timeout_ms)
             if wait_for:
                 page.wait_for_selector(wait_for, timeout=timeout_ms)
             check.title = page.title()

@@ -137,6 +137,21 @@ def compare(
         typer.echo(f"report: {write_report(report, default_report_dir(settings))}")
 
 
+@app.command()
+def ui(
+    mlflow_port: int = typer.Option(5050, help="Port of MLflow's UI."),
+    prefect_port: int = typer.Option(4250, help="Port of Prefect's UI."),
+    evidently_port: int = typer.Option(8050, help="Port of Evidently's UI."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+) -> None:
+    """MLflow's, Prefect's and Evidently's UIs over WORKBOOK_HOME, until Ctrl-C."""
+    from taxi_common.settings import Settings
+    from workbook.ui import UiPorts, run_uis
+
+    run_uis(Settings.from_env(), UiPorts(mlflow_port, prefect_port, evidently_port), host,
+            echo=typer.echo)
+
+
 def main() -> None:
     """Console entry point: user errors end in one line on stderr and exit code 2."""
     try:

@@ -132,13 +132,11 @@ def _child_level3_flow(work: Path, rows: int) -> dict[str, Any]:
 
 
 def _child_level4_batch(work: Path, rows: int) -> dict[str, Any]:
-    from level2_devops.model_store import load_model
+    from level2_devops.model_store import latest_model, load_model
     from level2_devops.service.model_source import serving_model
     from level4_deployment.batch import score_file
 
-    model_file = next((work / "models-level2").glob("*.pkl"), None) or next(
-        (work / "models-level2").iterdir())
-    model = serving_model(load_model(model_file)[0], "1")
+    model = serving_model(load_model(latest_model(work / "models-level2"))[0], "1")
     began = time.perf_counter()
     result = score_file(_files(work)[1], model, "1", work / "scores-level4.parquet")
     return {"seconds": time.perf_counter() - began, "rows": result.rows}
@@ -195,16 +193,16 @@ def prepare_monitoring(work: Path, rows: int) -> dict[str, Any]:
     reference, under ``work/home-monitoring`` (set up here, not timed)."""
     import pandas as pd
 
-    from level2_devops.model_store import load_model
+    from level2_devops.model_store import latest_model, load_model
     from level4_deployment import store, traffic
     from level4_deployment.reference import reference_frame, write_reference_frame
     from taxi_common.prepare import prepare_trips
 
-    pipeline, _ = load_model(next((work / "models-level2").iterdir()))
+    pipeline, _ = load_model(latest_model(work / "models-level2"))
     month = prepare_trips(pd.read_parquet(_files(work)[1]))
+    month["ride_id"] = traffic.ride_id_for(month)  # from the green column names
     month = month.rename(columns={"lpep_pickup_datetime": "pickup_datetime",
                                   "lpep_dropoff_datetime": "dropoff_datetime"})
-    month["ride_id"] = traffic.ride_id_for(month)
     write_reference_frame(reference_frame(pipeline, month.sample(200_000, random_state=0)),
                           work / "reference.parquet", model_version="1", month=VAL,
                           source="synthetic")

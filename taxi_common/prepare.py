@@ -45,6 +45,14 @@ def cast_zones(df: pd.DataFrame, color: str = "green") -> pd.DataFrame:
     return out
 
 
+def input_columns(color: str = "green") -> list[str]:
+    """The raw columns :func:`prepare_trips` reads: pickup and drop-off times, zones, distance
+    (to load or keep only these, for example ``pd.read_parquet(path, columns=...)``)."""
+    cols = trip_columns(color)
+    return [name for name in (cols.pickup, cols.dropoff, cols.pickup_zone, cols.dropoff_zone,
+                              cols.distance) if name is not None]
+
+
 def prepare_trips(df: pd.DataFrame, color: str = "green") -> pd.DataFrame:
     """Duration, the 1–60 minute filter and zone categoricals, in that order."""
     return cast_zones(filter_outliers(add_duration(df, color)), color)

@@ -9,7 +9,13 @@ import pytest
 
 from taxi_common.errors import BadInputError, WorkbookError
 from taxi_common.months import next_month, parse_month
-from taxi_common.prepare import add_duration, cast_zones, filter_outliers, prepare_trips
+from taxi_common.prepare import (
+    add_duration,
+    cast_zones,
+    filter_outliers,
+    input_columns,
+    prepare_trips,
+)
 from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import TLC_PUBLIC_BASE_URL, Settings
 
@@ -76,6 +82,19 @@ def test_prepare_recipe() -> None:
     assert prepared["PULocationID"].astype(str).tolist() == ["2", "3"]
     assert "duration" not in raw.columns, "preparation must not modify its input"
     assert cast_zones(raw)["DOLocationID"].cat.categories.tolist() == [5, 6, 7, 8]
+
+
+def test_input_columns_are_all_preparation_reads() -> None:
+    from taxi_common.synthetic import generate_month
+
+    assert input_columns("green") == ["lpep_pickup_datetime", "lpep_dropoff_datetime",
+                                      "PULocationID", "DOLocationID", "trip_distance"]
+    assert input_columns("fhv") == ["pickup_datetime", "dropOff_datetime", "PUlocationID",
+                                    "DOlocationID"]  # no distance in the fhv files
+    raw = generate_month("2021-01", n_rows=5_000)
+    full, narrow = prepare_trips(raw), prepare_trips(raw[input_columns("green")])
+    assert list(narrow.columns) == [*input_columns("green"), "duration"]
+    pd.testing.assert_frame_equal(narrow, full[list(narrow.columns)])
 
 
 def test_unknown_source_is_refused_before_any_loading(settings: Settings) -> None:

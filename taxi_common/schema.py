@@ -103,6 +103,60 @@ def _kind_problem(series: pd.Series, wanted: str) -> str | None:
     return None
 
 
+#: Above this share of pickups outside the month it is named for, a file is the wrong file.
+MAX_OUTSIDE_SHARE = 0.05
+
+
+def pickups_outside_month(pickups: pd.Series, month: str) -> int:
+    """How many of ``pickups`` (naive timestamps) fall outside ``month`` (``YYYY-MM``)."""
+    start = pd.Timestamp(f"{month}-01")
+    end = start + pd.offsets.MonthBegin(1)
+    return int((~pickups.between(start, end, inclusive="left")).sum())
+
+
+def check_month_content(df: pd.DataFrame, color: str, month: str, source: str,
+                        *, max_outside_share: float = MAX_OUTSIDE_SHARE) -> pd.DataFrame:
+    """The rows of a real month's file that the workbook uses, after two content checks.
+
+    - Exact duplicate rows (every column equal: the same trip twice, as when a file is
+      appended to itself) are dropped, with a warning giving their number. The TLC's own
+      2021 green files have none.
+    - Pickups outside ``month``: a few are kept (the TLC's files hold strays, 3 trips of 2009 in
+      green 2021-01, as the classic recipe keeps them, with a warning); more than
+      ``max_outside_share`` of the trips means the file is not that month's:
+      :class:`SchemaError`.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    duplicated = df.duplicated()
+    dropped = int(duplicated.sum())
+    if dropped:
+        log.warning("%s: dropped %d exact duplicate rows of %d", source, dropped, len(df))
+        df = df.loc[~duplicated].reset_index(drop=True)
+    check_pickups_in_month(df[trip_columns(color).pickup], month, source,
+                           max_outside_share=max_outside_share)
+    return df
+
+
+def check_pickups_in_month(pickups: pd.Series, month: str, source: str, *,
+                           max_outside_share: float = MAX_OUTSIDE_SHARE) -> int:
+    """How many ``pickups`` fall outside ``month`` (logged when any); more than
+    ``max_outside_share`` of them: :class:`SchemaError` (the file is not that month's)."""
+    import logging
+
+    outside = pickups_outside_month(pickups, month)
+    if outside > max_outside_share * len(pickups):
+        raise SchemaError(
+            f"{source}: {outside:,} of {len(pickups):,} trips ({outside / len(pickups):.0%}) "
+            f"were picked up outside {month} (from {pickups.min()} to {pickups.max()}): is "
+            f"this the {month} file? check TLC_BASE_URL")
+    if outside:
+        logging.getLogger(__name__).warning("%s: %d of %d trips picked up outside %s, kept",
+                                            source, outside, len(pickups), month)
+    return outside
+
+
 def validate_trips(df: pd.DataFrame, color: str, source: str) -> pd.DataFrame:
     """Check that ``df`` has the columns the workbook reads, of the right kind; return it.
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from taxi_common.data import check_source
-from taxi_common.errors import BadInputError
+from taxi_common.errors import BadInputError, SchemaError
 from taxi_common.files import atomic_write
 from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import Settings
@@ -86,8 +86,12 @@ def month_file(month: str, settings: Settings, *, source: str = "synthetic",
 
     path = download_month(color, month, settings=settings, progress=True)
     pickup = trip_columns(color).pickup  # one column: cheap on a month of any size
-    check_pickups_in_month(pq.read_table(path, columns=[pickup]).column(pickup).to_pandas(),
-                           month, f"{color} {month} file {path}")
+    try:
+        check_pickups_in_month(pq.read_table(path, columns=[pickup]).column(pickup).to_pandas(),
+                               month, f"{color} {month} file {path}")
+    except SchemaError:  # not this month's trips: a corrected mirror is downloaded next time
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -177,4 +177,18 @@ def validate_trips(df: pd.DataFrame, color: str, source: str) -> pd.DataFrame:
         problem = _kind_problem(df[name], kind)
         if problem:
             raise SchemaError(f"{source}: column {name!r} {problem}")
+    for name in (cols.pickup_zone, cols.dropoff_zone):
+        _check_whole_numbers(df[name], name, source)
     return df
+
+
+def _check_whole_numbers(series: pd.Series, name: str, source: str) -> None:
+    """Zone IDs stored as floats (the TLC's own files use integers) must still be whole
+    numbers where present; a :class:`SchemaError` naming one that is not."""
+    if pd.api.types.is_integer_dtype(series):
+        return
+    values = series.dropna().to_numpy(dtype="float64")
+    bad = values[values != values.round()]
+    if len(bad):
+        raise SchemaError(f"{source}: column {name!r} holds {len(bad):,} zone IDs that are not "
+                          f"whole numbers (for example {bad[0]!r}): fix the file")

@@ -44,11 +44,12 @@ def _real(tlc_dir: Path, month: str) -> pd.DataFrame:
     return pd.read_parquet(tlc_dir / f"green_tripdata_{month}.parquet")
 
 
-def _corrupt_column(clean: bytes, path: Path, column: str) -> bytes:
-    """``clean`` with the data pages of ``column`` overwritten (footer intact)."""
+def _corrupt_column(clean: bytes, path: Path, column: str, row_group: int = 0) -> bytes:
+    """``clean`` with the data pages of ``column`` in ``row_group`` overwritten (footer
+    intact)."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata.row_group(0)
+    meta = pq.ParquetFile(path).metadata.row_group(row_group)
     chunk = next(meta.column(i) for i in range(meta.num_columns)
                  if meta.column(i).path_in_schema == column)
     start = chunk.data_page_offset + 40  # past the page header
@@ -113,6 +114,12 @@ FAULTS = {f.name: f for f in (
         "2021-01", lambda df: df.drop(columns=["PULocationID"]))),
     Fault("wrong dtype", "2021-01", _frame_fault(
         "2021-01", lambda df: df.astype({PICKUP: str}))),
+    Fault("missing zone IDs", "2021-01", _frame_fault(
+        "2021-01", lambda df: df.astype({"PULocationID": "float64"}).assign(
+            PULocationID=lambda d: d["PULocationID"].mask(d.index < 10)))),
+    Fault("fractional zone IDs", "2021-01", _frame_fault(
+        "2021-01", lambda df: df.astype({"DOLocationID": "float64"}).assign(
+            DOLocationID=lambda d: d["DOLocationID"] + 0.5))),
     Fault("empty month", "2021-01", _frame_fault("2021-01", lambda df: df.head(0))),
     Fault("all outliers", "2021-01", _frame_fault(
         "2021-01", lambda df: df.assign(**{DROPOFF: df[PICKUP] + pd.Timedelta(minutes=90)}))),
@@ -244,12 +251,14 @@ def twenty_strays_kept(got: dict[str, Any], clean: dict[str, Any]) -> None:
     assert got["rows"] == clean["rows"]
 
 
-def every_row_scored(extra: int = 0, extra_over_60: int = 0, all_over_60: bool = False
-                     ) -> Check:
-    """Every input row scored, each with its own ride id; ``actual_over_60`` trips of more
-    than an hour (the clean file's, plus ``extra_over_60``; all of them with ``all_over_60``)."""
+def every_row_scored(extra: int = 0, extra_over_60: int = 0, all_over_60: bool = False,
+                     unscored: int = 0) -> Check:
+    """Every input row in the output, each with its own ride id, all but ``unscored`` with a
+    prediction; ``actual_over_60`` trips of more than an hour (the clean file's, plus
+    ``extra_over_60``; all of them with ``all_over_60``)."""
     def check(got: dict[str, Any], clean: dict[str, Any]) -> None:
-        assert got["rows"] == got["scored"] == clean["rows"] + extra
+        assert got["rows"] == clean["rows"] + extra
+        assert got["scored"] == clean["scored"] + extra - unscored
         assert got["ride_ids"] == got["rows"]  # identical trips get distinct ride ids
         assert got["actual_over_60"] == (got["rows"] if all_over_60 else
                                          clean["actual_over_60"] + extra_over_60)
@@ -273,6 +282,8 @@ ERRORS: dict[str, tuple[str, ...]] = {
     "missing column": ("column 'PULocationID' is missing",),
     "wrong dtype": ("column 'lpep_pickup_datetime' has type", "expected a timestamp"),
     "empty month": ("green 2021-01", "has no rows"),
+    "fractional zone IDs": ("column 'DOLocationID' holds 3,000 zone IDs that are not whole "
+                            "numbers (for example",),
     "outside the month": ("3,000 of 3,000 trips (100%) were picked up outside 2021-01",
                           "is this the 2021-01 file?"),
 }
@@ -280,6 +291,10 @@ NO_TRIP_KEPT = ("none of its 3,000 trips lasts 1-60 minutes",)
 EXPECTED: dict[tuple[str, str], tuple[str, ...] | Check] = {
     **{(fault, pipeline): fragments for fault, fragments in ERRORS.items()
        for pipeline in PIPELINES},
+    **{("missing zone IDs", p): ("tlc green 2021-01: 10 of", "trips have no PULocationID")
+       for p in PIPELINES if p != "level4 score-batch"},
+    # a ride the service would refuse gets a missing prediction, not a made-up one
+    ("missing zone IDs", "level4 score-batch"): every_row_scored(unscored=10),
     ("all outliers", "level2 train"): ("no trips of 2021-01 last 1-60 minutes",),
     ("all outliers", "level3 flow"): ("only 0 usable trips after the 1-60 minute filter",),
     ("all outliers", "level4 monitor"): NO_TRIP_KEPT,
@@ -408,7 +423,55 @@ def test_score_batch_file_faults(mirror: str, clean_model: Any, tmp_path: Path,
             score_file(path, serving_model(clean_model, "1"), "1", out)
         assert all(f in str(caught.value) for f in fragments), caught.value
         assert str(path) in str(caught.value)
-        assert not out.exists() and not any(out.parent.glob("*")) if out.parent.exists() else True
+        assert not out.exists()
+        assert not out.parent.exists() or not any(out.parent.iterdir())  # no temporary left
+
+
+def test_score_batch_a_later_row_group_that_does_not_decode(clean_model: Any, tmp_path: Path,
+                                                             tlc_dir: Path) -> None:
+    """The file's checks read the first row group only: a second one that does not decode
+    fails the run with one line naming it, after the first was scored, and no output appears."""
+    from level2_devops.service.model_source import serving_model
+    from level4_deployment.batch import score_file
+
+    path = tmp_path / "two-groups.parquet"
+    _real(tlc_dir, "2021-01").head(ROWS).to_parquet(path, index=False,
+                                                     row_group_size=ROWS // 2)
+    path.write_bytes(_corrupt_column(path.read_bytes(), path, "trip_distance", row_group=1))
+    out = tmp_path / "out" / "scores.parquet"
+    with pytest.raises(WorkbookError, match="row group 1 cannot be decoded"):
+        score_file(path, serving_model(clean_model, "1"), "1", out)
+    assert not out.exists() and not any(out.parent.iterdir())
+
+
+def test_level4_monitors_the_dst_day(mirror: str, clean_model: Any, tmp_path: Path) -> None:
+    """``level4 monitor`` of 2021-03-14 (23 hours) on its real trips, served and labelled:
+    the day's report runs on every kept trip picked up that day."""
+    from level4_deployment.monitoring import monitor_day
+    from level4_deployment.monitoring_config import load_config
+    from level4_deployment.reference import load_reference
+    from level4_deployment.store import create_tables, engine_for, record_actuals, write_predictions
+    from level4_deployment.traffic import actual_rows, month_traffic, served_rows
+
+    settings = Settings(workbook_home=tmp_path / "workbook",
+                        tlc_base_url=f"{mirror}/{_slug('DST change')}")
+    monitored = level4_monitor_inputs(settings, FAULTS["DST change"], clean_model)
+    assert monitored["rows"] == DST_KEPT
+    engine = engine_for(settings)
+    create_tables(engine)
+    traffic = month_traffic("2021-03", settings=settings, source="tlc")
+    day = dt.date(2021, 3, 14)
+    that_day = traffic[traffic["pickup_datetime"].dt.date == day]
+    write_predictions(engine, served_rows(that_day, clean_model, "1"))
+    record_actuals(engine, actual_rows(that_day))
+    result = monitor_day(day, engine=engine, config=load_config(None), settings=settings,
+                         reference=load_reference(settings.workbook_home / "level4" /
+                                                  "reference.parquet"),
+                         by="pickup", html=False, workspace=False)
+    engine.dispose()
+    assert result.rows == len(that_day) > 1000
+    assert result.metrics["labelled_rows"] == len(that_day)
+    assert result.metrics["rmse"] > 0
 
 
 # --- level 3's flow and its registry, through the real command ----------------------------------

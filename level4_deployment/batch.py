@@ -146,10 +146,11 @@ def score_table(table: Any, model: Any, version: str, *, color: str = "green") -
 
     from level2_devops.service.rides import RideBatch
     from level4_deployment.traffic import ride_id_hex
-    from taxi_common.schema import trip_columns
+    from taxi_common.schema import trip_columns, validate_trips
 
     cols = trip_columns(color)
-    frame = table.select(input_columns(color)).to_pandas()
+    frame = validate_trips(table.select(input_columns(color)).to_pandas(), color,
+                           "the trips to score")  # zone IDs that are not whole: one line
     ok = _servable(frame, cols.pickup_zone, cols.dropoff_zone)
     n = len(frame)
     predicted = np.full(n, np.nan)

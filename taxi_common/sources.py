@@ -164,8 +164,9 @@ def check_parquet(path: Path, color: str, source: str) -> int:
     """Check a trip file cheaply; return its row count.
 
     Reads the parquet footer (row count and schema), checks the columns the workbook reads
-    with :func:`~taxi_common.schema.validate_trips` on an empty frame of that schema, and decodes
-    those columns of the first row group. Raises :class:`DataCorruptError` or ``SchemaError``.
+    with :func:`~taxi_common.schema.validate_trips` on an empty frame of that schema, then
+    decodes those columns of the first row group and validates their values too. Raises
+    :class:`DataCorruptError` or ``SchemaError``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -186,11 +187,12 @@ def check_parquet(path: Path, color: str, source: str) -> int:
         needed = [c for c in (cols.pickup, cols.dropoff, cols.pickup_zone, cols.dropoff_zone,
                               cols.distance) if c]
         try:
-            parquet.read_row_group(0, columns=needed)
+            first = parquet.read_row_group(0, columns=needed)
         except (pa.ArrowException, OSError) as exc:
             raise DataCorruptError(
                 f"{source} cannot be decoded ({_one_line(exc)}): {fix}"
             ) from None
+        validate_trips(first.to_pandas(), color, source)  # the values too (zone IDs)
     return rows
 
 

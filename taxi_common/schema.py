@@ -191,4 +191,4 @@ def _check_whole_numbers(series: pd.Series, name: str, source: str) -> None:
     bad = values[values != values.round()]
     if len(bad):
         raise SchemaError(f"{source}: column {name!r} holds {len(bad):,} zone IDs that are not "
-                          f"whole numbers (for example {bad[0]!r}): fix the file")
+                          f"whole numbers (for example {bad[0]:g}): fix the file")

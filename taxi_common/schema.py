@@ -8,11 +8,14 @@ the synthetic generator reproduces column for column.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
 
 from taxi_common.errors import BadInputError, SchemaError
+
+log = logging.getLogger(__name__)
 
 COLORS = ("green", "yellow", "fhv")
 
@@ -141,9 +144,6 @@ def check_month_content(df: pd.DataFrame, color: str, month: str, source: str,
       ``max_outside_share`` of the trips means the file is not that month's:
       :class:`SchemaError`.
     """
-    import logging
-
-    log = logging.getLogger(__name__)
     duplicated = exact_duplicates(df)
     dropped = int(duplicated.sum())
     if dropped:
@@ -158,8 +158,6 @@ def check_pickups_in_month(pickups: pd.Series, month: str, source: str, *,
                            max_outside_share: float = MAX_OUTSIDE_SHARE) -> int:
     """How many ``pickups`` fall outside ``month`` (logged when any); more than
     ``max_outside_share`` of them: :class:`SchemaError` (the file is not that month's)."""
-    import logging
-
     outside = pickups_outside_month(pickups, month)
     if outside > max_outside_share * len(pickups):
         raise SchemaError(
@@ -167,8 +165,8 @@ def check_pickups_in_month(pickups: pd.Series, month: str, source: str, *,
             f"were picked up outside {month} (from {pickups.min()} to {pickups.max()}): is "
             f"this the {month} file? check TLC_BASE_URL")
     if outside:
-        logging.getLogger(__name__).warning("%s: %d of %d trips picked up outside %s, kept",
-                                            source, outside, len(pickups), month)
+        log.warning("%s: %d of %d trips picked up outside %s, kept", source, outside,
+                    len(pickups), month)
     return outside
 
 

@@ -326,8 +326,10 @@ def run_level5(options: DemoOptions, settings: Settings, echo: Echo) -> LevelRes
     from level5_automation.policy import load_policy
     from level5_automation.report import write_html
     from level5_automation.simulation import SimulationConfig, simulate
+    from workbook.compare import quiet_libraries
 
     start = time.perf_counter()
+    quiet_libraries()  # the day-by-day alerts are in the simulation's page, summed up below
     config = SimulationConfig(days=options.simulate_days, rows_per_day=options.rows_per_day)
     echo(f"  simulating {config.days} days of {config.scenario} (onset {config.drift_onset}) …")
     result = simulate(config, load_policy(), settings.workbook_home / "demo-level5",

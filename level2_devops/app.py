@@ -192,11 +192,16 @@ def health() -> Response:
     """Liveness and readiness: 200 when a model is loaded, 503 when none can be.
 
     A source with a ``health_details()`` method (level 4's registry source: the last reload
-    check and its error) adds its details under ``"source"``.
+    check and its error) adds its details under ``"source"``; a sink with one (level 4's
+    prediction log: rows written and dropped by this worker) under ``"sink"``.
     """
-    source = _state().source
-    details = getattr(source, "health_details", None)
-    extra = {"source": details()} if callable(details) else {}
+    state = _state()
+    source = state.source
+    extra = {}
+    for name, part in (("source", source), ("sink", state.sink)):
+        details = getattr(part, "health_details", None)
+        if callable(details):
+            extra[name] = details()
     try:
         served = source.serving()
     except ModelUnavailableError as exc:

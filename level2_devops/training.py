@@ -184,6 +184,11 @@ def _load_split(month: str, config: TrainConfig, settings: Settings,
         raise BadInputError(f"no trips of {month} last 1-60 minutes: nothing to "
                             f"{'train' if month == config.train_month else 'validate'} on; "
                             "use more rows or another month")
+    for name in FEATURE_COLUMNS:
+        missing = int(prepared[name].isna().sum())
+        if missing:
+            raise BadInputError(f"{request.label}: {missing:,} of {len(prepared):,} trips have "
+                                f"no {name}; fix the data or pick another month")
     progress(f"  {raw_rows:,} trips, {len(prepared):,} kept (1-60 minutes)")
     return prepared, {"month": month, "raw_rows": raw_rows, "rows": len(prepared),
                       "fingerprint": data_fingerprint(prepared)}

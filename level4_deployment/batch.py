@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from taxi_common.data import check_source
-from taxi_common.errors import BadInputError
+from taxi_common.errors import BadInputError, SchemaError
 from taxi_common.files import atomic_write
 from taxi_common.scenarios import Scenario, as_scenario
 from taxi_common.settings import Settings
@@ -79,9 +79,20 @@ def month_file(month: str, settings: Settings, *, source: str = "synthetic",
         return synthetic_month_file(month, settings, seed=seed, scenario=scenario, n_rows=n_rows)
     if n_rows is not None:
         raise BadInputError("--rows applies to synthetic data; a real month is scored whole")
+    import pyarrow.parquet as pq
+
+    from taxi_common.schema import check_pickups_in_month, trip_columns
     from taxi_common.sources import download_month
 
-    return download_month(color, month, settings=settings, progress=True)
+    path = download_month(color, month, settings=settings, progress=True)
+    pickup = trip_columns(color).pickup  # one column: cheap on a month of any size
+    try:
+        check_pickups_in_month(pq.read_table(path, columns=[pickup]).column(pickup).to_pandas(),
+                               month, f"{color} {month} file {path}")
+    except SchemaError:  # not this month's trips: a corrected mirror is downloaded next time
+        path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def row_group_count(path: Path) -> int:
@@ -135,10 +146,11 @@ def score_table(table: Any, model: Any, version: str, *, color: str = "green") -
 
     from level2_devops.service.rides import RideBatch
     from level4_deployment.traffic import ride_id_hex
-    from taxi_common.schema import trip_columns
+    from taxi_common.schema import trip_columns, validate_trips
 
     cols = trip_columns(color)
-    frame = table.select(input_columns(color)).to_pandas()
+    frame = validate_trips(table.select(input_columns(color)).to_pandas(), color,
+                           "the trips to score")  # zone IDs that are not whole: one line
     ok = _servable(frame, cols.pickup_zone, cols.dropoff_zone)
     n = len(frame)
     predicted = np.full(n, np.nan)
@@ -174,11 +186,30 @@ def score_frame(trips: pd.DataFrame, model: Any, version: str, *,
     return scored
 
 
+def check_trip_file(path: Path, color: str = "green") -> int:
+    """The row count of a parquet file of raw trips to score, after the loader's checks
+    (footer, columns the scoring reads and their types, the first row group decodes); a
+    :class:`~taxi_common.errors.DataCorruptError` or ``SchemaError`` naming the file otherwise."""
+    from taxi_common.sources import check_parquet
+
+    return check_parquet(Path(path), color, f"trip file {path}")
+
+
 def read_row_group(path: Path, index: int, color: str = "green") -> Any:
-    """Row group ``index`` of ``path``: the columns scoring reads, as an arrow table."""
+    """Row group ``index`` of ``path``: the columns scoring reads, as an arrow table; a row
+    group that cannot be decoded is a :class:`~taxi_common.errors.DataCorruptError` (the
+    output file, written atomically, then never appears)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).read_row_group(index, columns=input_columns(color))
+    from taxi_common.errors import DataCorruptError
+
+    try:
+        return pq.ParquetFile(path).read_row_group(index, columns=input_columns(color))
+    except (pa.ArrowException, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataCorruptError(f"trip file {path}: row group {index} cannot be decoded "
+                               f"({reason}): nothing was written; replace the file") from None
 
 
 def score_row_group(path: Path, index: int, model: Any, version: str,
@@ -236,6 +267,7 @@ def score_file(path: Path, model: Any, version: str, out: Path, *, color: str = 
                progress: Callable[[int, int], None] | None = None) -> BatchResult:
     """Score every row group of ``path`` in this process into ``out``; memory: one row group."""
     start = time.perf_counter()
+    check_trip_file(path, color)
     groups = row_group_count(path)
     with ScoreWriter(out) as writer:
         for index in range(groups):

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from level4_deployment.batch import (
     BatchResult,
     ScoreWriter,
+    check_trip_file,
     month_file,
     row_group_count,
     score_row_group,
@@ -44,6 +45,7 @@ def _score_parts(path: Path, out: Path, model: Any, version: str, color: str) ->
     memory bounded by ``IN_FLIGHT`` row groups whatever the month's size. On Dask the tables
     come back to the flow over the network, so the workers need no shared file system."""
     start = time.perf_counter()
+    check_trip_file(path, color)
     groups = row_group_count(path)
     logger = get_run_logger()
     pending: deque[Any] = deque()

@@ -177,6 +177,12 @@ class PredictionLogSink:
         """Write everything queued, then stop."""
         self.writer.close()
 
+    def health_details(self) -> dict[str, int]:
+        """What ``/health`` shows of the prediction log of this process: the writer's counts
+        (submitted, written, dropped and why, queued; :class:`~level4_deployment.log_writer.
+        WriterStats`), so that no dropped row goes unseen."""
+        return self.writer.stats.as_dict()
+
     def submit(self, record: PredictionRecord) -> None:
         """Queue the record's rows (built later, off the request path)."""
         shadow = None

@@ -151,13 +151,23 @@ def month_traffic(month: str, *, settings: Settings, source: str = "synthetic",
                   rows: int | None = None, seed: int = 0, scenario: Scenario | str = "baseline",
                   color: str = "green") -> pd.DataFrame:
     """A month's prepared trips (the 1-60 minute filter) as traffic: :data:`TRAFFIC_COLUMNS`,
-    zones as ints, in pickup order."""
+    zones as ints, in pickup order. A month of which no trip lasts 1-60 minutes is a clear
+    :class:`BadInputError`: nothing to replay, label or take as a reference."""
     from taxi_common.data import load_trips
-    from taxi_common.prepare import prepare_trips
+    from taxi_common.prepare import FEATURE_COLUMNS, prepare_trips
 
     raw = load_trips(month, settings=settings, source=source, color=color, n_rows=rows,
                      seed=seed, scenario=scenario, progress=True)
     prepared = prepare_trips(raw, color)
+    if prepared.empty:
+        raise BadInputError(f"{source} {color} {month}: none of its {len(raw):,} trips lasts "
+                            "1-60 minutes: nothing to replay, label or monitor; check the data "
+                            "or pick another month")
+    for name in FEATURE_COLUMNS:
+        missing = int(prepared[name].isna().sum())
+        if missing:  # the service would refuse these rides: no made-up zone or distance
+            raise BadInputError(f"{source} {color} {month}: {missing:,} of {len(prepared):,} "
+                                f"trips have no {name}; fix the data or pick another month")
     cols = trip_columns(color)
     traffic = pd.DataFrame({
         "ride_id": ride_id_for(prepared, color),

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from level3_training.data import DataValidationError
 from level5_automation.events import Event, latest, pending_approvals, read_events, record_event
 from level5_automation.policy import Policy, Training, Window
 from level5_automation.training import (
@@ -319,6 +320,10 @@ def retrain(loop: Loop, today: dt.date, decision: Decision) -> Challenger:
     """Fit a challenger on the decision's window and register it as ``@challenger``."""
     assert decision.window is not None and decision.holdout is not None
     train = labelled_rows(loop.engine, decision.window)
+    if len(train) < loop.policy.window.min_rows:  # the actuals changed since the decision
+        raise DataValidationError(
+            f"only {len(train)} labelled rides of 1-60 minutes in {decision.window.label()} "
+            f"(the policy needs {loop.policy.window.min_rows}): no challenger trained")
     fitted = loop.trainer(train, loop.policy.training)
     trigger = decision.trigger or "manual"
     version = register_challenger(loop.settings, fitted, train, decision.window, day=today,
@@ -437,6 +442,9 @@ def evaluate_and_promote(loop: Loop, today: dt.date, challenger: Challenger) -> 
     holdout = labelled_rows(loop.engine, challenger.holdout)
     champion = loop.aliases().get("champion")
     label = f"labelled traffic {challenger.holdout.label()}"
+    if holdout.empty:
+        raise DataValidationError(f"no labelled ride of 1-60 minutes in {label}: "
+                                  f"v{challenger.version} is not judged, nor promoted")
     report = promotion_rule(loop, challenger.version, challenger.pipeline, champion, holdout,
                             label)
     details = {**_gate_details(report), "trigger": challenger.trigger}

@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from level5_automation.policy import Training
-from taxi_common.prepare import FEATURE_COLUMNS, TARGET
+from taxi_common.prepare import FEATURE_COLUMNS, MAX_MINUTES, MIN_MINUTES, TARGET
 from taxi_common.settings import Settings
 
 EXPERIMENT = "taxi-duration-level5"
@@ -54,14 +54,18 @@ class DayWindow:
 
 
 def labelled_rows(engine: Engine, window: DayWindow) -> pd.DataFrame:
-    """The served rides picked up in ``window`` whose actual duration is known: the inputs,
-    the duration, the served prediction and version; one row per ride, in pickup order."""
+    """The served rides picked up in ``window`` whose actual duration is known and lies in
+    the training recipe's 1-60 minutes (an actual outside it is an outlier, as in every
+    level's training data): the inputs, the duration, the served prediction and version; one
+    row per ride (a ride logged twice counts once), in pickup order."""
     from level4_deployment.store import joined_predictions
 
     start = dt.datetime.combine(window.first, dt.time())
     end = dt.datetime.combine(window.last + dt.timedelta(days=1), dt.time())
     frame = joined_predictions(engine, start, end, by="pickup")
     frame = frame.drop_duplicates("ride_id", keep="first")
+    frame = frame[pd.to_numeric(frame[TARGET], errors="coerce").between(MIN_MINUTES,
+                                                                         MAX_MINUTES)]
     frame = frame.sort_values(["pickup_datetime", "ride_id"], kind="stable")
     out = frame[list(LABELLED_COLUMNS)].reset_index(drop=True)
     return out.astype({"PULocationID": "int64", "DOLocationID": "int64",
@@ -69,7 +73,8 @@ def labelled_rows(engine: Engine, window: DayWindow) -> pd.DataFrame:
 
 
 def count_labelled(engine: Engine, window: DayWindow) -> int:
-    """How many rides picked up in ``window`` have an actual (one small query)."""
+    """How many rides picked up in ``window`` have an actual of 1-60 minutes (one small
+    query; :func:`labelled_rows` keeps the same ones)."""
     from sqlalchemy import func, select
 
     from level4_deployment.store import actuals
@@ -77,7 +82,8 @@ def count_labelled(engine: Engine, window: DayWindow) -> int:
     start = dt.datetime.combine(window.first, dt.time())
     end = dt.datetime.combine(window.last + dt.timedelta(days=1), dt.time())
     query = select(func.count()).select_from(actuals).where(
-        actuals.c.pickup_datetime >= start, actuals.c.pickup_datetime < end)
+        actuals.c.pickup_datetime >= start, actuals.c.pickup_datetime < end,
+        actuals.c.duration.between(MIN_MINUTES, MAX_MINUTES))
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 

@@ -38,7 +38,7 @@ from taxi_common.errors import (
 )
 from taxi_common.files import atomic_write
 from taxi_common.months import format_month, parse_month
-from taxi_common.schema import trip_columns, validate_trips
+from taxi_common.schema import check_month_content, trip_columns, validate_trips
 from taxi_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,9 @@ def check_parquet(path: Path, color: str, source: str) -> int:
     """Check a trip file cheaply; return its row count.
 
     Reads the parquet footer (row count and schema), checks the columns the workbook reads
-    with :func:`~taxi_common.schema.validate_trips` on an empty frame of that schema, and decodes
-    those columns of the first row group. Raises :class:`DataCorruptError` or ``SchemaError``.
+    with :func:`~taxi_common.schema.validate_trips` on an empty frame of that schema, then
+    decodes those columns of the first row group and validates their values too. Raises
+    :class:`DataCorruptError` or ``SchemaError``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -186,11 +187,12 @@ def check_parquet(path: Path, color: str, source: str) -> int:
         needed = [c for c in (cols.pickup, cols.dropoff, cols.pickup_zone, cols.dropoff_zone,
                               cols.distance) if c]
         try:
-            parquet.read_row_group(0, columns=needed)
+            first = parquet.read_row_group(0, columns=needed)
         except (pa.ArrowException, OSError) as exc:
             raise DataCorruptError(
                 f"{source} cannot be decoded ({_one_line(exc)}): {fix}"
             ) from None
+        validate_trips(first.to_pandas(), color, source)  # the values too (zone IDs)
     return rows
 
 
@@ -248,7 +250,8 @@ def download_month(
 
 
 def _read_validated(path: Path, color: str, month: str) -> pd.DataFrame:
-    """Read the whole cached file and validate its columns."""
+    """Read the whole cached file, validate its columns and check its content (duplicate rows
+    dropped, pickups in the month: :func:`~taxi_common.schema.check_month_content`)."""
     import pyarrow as pa
 
     source = f"cached {color} {month} file {path}"
@@ -259,7 +262,7 @@ def _read_validated(path: Path, color: str, month: str) -> pd.DataFrame:
             f"{source} cannot be read ({_one_line(exc)}): it is deleted from the cache; run "
             "again, or check TLC_BASE_URL if this repeats"
         ) from None
-    return validate_trips(df, color, source)
+    return check_month_content(validate_trips(df, color, source), color, month, source)
 
 
 def load_month(color: str, month: str, *, settings: Settings,
@@ -267,11 +270,15 @@ def load_month(color: str, month: str, *, settings: Settings,
     """Raw trips of one real TLC month, downloaded or cached, validated against the schema.
 
     If the cached file turns out unreadable past its first row group, it is deleted and
-    downloaded once more before giving up with :class:`DataCorruptError`.
+    downloaded once more before giving up with :class:`DataCorruptError`; a file that fails the
+    content check (:class:`SchemaError`) is deleted from the cache too.
     """
     path = download_month(color, month, settings=settings, progress=progress)
     try:
         return _read_validated(path, color, month)
+    except SchemaError:  # not this month's trips: a corrected mirror is downloaded next time
+        path.unlink(missing_ok=True)
+        raise
     except DataCorruptError as exc:
         log.warning("%s; deleted it, downloading again", exc)
         path.unlink(missing_ok=True)

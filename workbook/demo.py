@@ -143,7 +143,8 @@ def _prefect_api(settings: Settings, echo: Echo) -> Iterator[None]:
         echo(f"  using the background Prefect server at {record['api_url']}")
         os.environ["PREFECT_API_URL"] = str(record["api_url"])
         try:
-            yield
+            with _prefect_settings(str(record["api_url"])):
+                yield
         finally:
             os.environ.pop("PREFECT_API_URL", None)
         return
@@ -151,12 +152,27 @@ def _prefect_api(settings: Settings, echo: Echo) -> Iterator[None]:
     with running_server(settings.prefect_home) as server:
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
-            yield
+            with _prefect_settings(server.api_url):
+                yield
         finally:
             from prefect.logging.handlers import APILogWorker
 
             APILogWorker.drain_all(timeout=5)  # send queued run logs while the server is up
             os.environ.pop("PREFECT_API_URL", None)
+
+
+@contextmanager
+def _prefect_settings(api_url: str) -> Iterator[None]:
+    """Prefect reads its settings from the environment once, when it is first imported: a
+    second demo in the same process (a test, a notebook) must hand the new server's URL to
+    Prefect's settings context too, or its client calls the first, stopped server."""
+    if "prefect" not in sys.modules:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
 
 
 @contextmanager
@@ -245,7 +261,10 @@ def run_level4(options: DemoOptions, settings: Settings, echo: Echo) -> LevelRes
                        f"({options.challenger_model})", None,
                        f"models:/taxi-duration/{champion} @champion",
                        time.perf_counter() - start,
-                       [f"A/B on {len(joined):,} labelled rides: {report['verdict']}",
+                       [f"A/B on {len(joined):,} labelled rides: {report['verdict']}"
+                        + (f" (the test waits for {ab.DEFAULT_MIN_SAMPLES:,} rides per "
+                           "variant, fixed before it began)"
+                           if report["verdict"] == ab.NOT_ENOUGH_DATA else ""),
                         f"monitoring of {monitoring['day']}: drift share "
                         f"{'-' if drift is None else f'{drift:.2f}'}, alerts "
                         f"{monitoring['alerts']}, report {monitoring['html']}",
@@ -307,8 +326,10 @@ def run_level5(options: DemoOptions, settings: Settings, echo: Echo) -> LevelRes
     from level5_automation.policy import load_policy
     from level5_automation.report import write_html
     from level5_automation.simulation import SimulationConfig, simulate
+    from workbook.compare import quiet_libraries
 
     start = time.perf_counter()
+    quiet_libraries()  # the day-by-day alerts are in the simulation's page, summed up below
     config = SimulationConfig(days=options.simulate_days, rows_per_day=options.rows_per_day)
     echo(f"  simulating {config.days} days of {config.scenario} (onset {config.drift_onset}) …")
     result = simulate(config, load_policy(), settings.workbook_home / "demo-level5",

@@ -14,6 +14,7 @@ import pytest
 from taxi_common.data import load_trips
 from taxi_common.local_servers import free_port
 from taxi_common.settings import Settings
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 TRAIN = ("level3", "train", "--train-months", "2021-01", "--val-month", "2021-02",
@@ -39,11 +40,32 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def broken_mirror(tmp_path: Path, settings: Settings) -> Iterator[str]:
     """A TLC mirror whose 2021-01 and 2021-02 files have trip_distance as text (bad schema)."""
+    def as_text(df: Any) -> Any:
+        return df.assign(trip_distance=df["trip_distance"].map(lambda d: f"{d:.2f} mi"))
+
+    yield from _mirror(tmp_path, settings, as_text)
+
+
+@pytest.fixture
+def wrong_month_mirror(tmp_path: Path, settings: Settings) -> Iterator[str]:
+    """A TLC mirror whose 2021-01 and 2021-02 files hold the trips of a year later."""
+    import pandas as pd
+
+    def a_year_later(df: Any) -> Any:
+        later = pd.DateOffset(years=1)
+        return df.assign(lpep_pickup_datetime=df["lpep_pickup_datetime"] + later,
+                         lpep_dropoff_datetime=df["lpep_dropoff_datetime"] + later)
+
+    yield from _mirror(tmp_path, settings, a_year_later)
+
+
+def _mirror(tmp_path: Path, settings: Settings, change: Callable[[Any], Any]) -> Iterator[str]:
+    """Serve 500 synthetic trips of 2021-01 and 2021-02, each month passed through ``change``,
+    as a TLC mirror on 127.0.0.1; yields its URL."""
     folder = tmp_path / "mirror"
     folder.mkdir()
     for month in ("2021-01", "2021-02"):
-        df = load_trips(month, settings=settings, n_rows=500)
-        df["trip_distance"] = df["trip_distance"].map(lambda d: f"{d:.2f} mi")
+        df = change(load_trips(month, settings=settings, n_rows=500))
         df.to_parquet(folder / f"green_tripdata_{month}.parquet", index=False)
     handler = functools.partial(_Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -79,6 +101,18 @@ def test_month_that_fails_validation(settings: Settings, broken_mirror: str, pre
     done = run_cli(*TRAIN, "--source", "tlc", settings=settings,
                    extra_env={"TLC_BASE_URL": broken_mirror})
     assert_one_line_error(done, "trip_distance", "2021-01")
+    assert registered_versions(settings) == []
+
+
+def test_a_file_of_another_month(settings: Settings, wrong_month_mirror: str,
+                                 prefect_api: str, run_cli: Callable[..., Any],
+                                 registered_versions: Callable[[Settings], list[str]]) -> None:
+    """The mirror's 2021-01 file holds 2022-01's trips (every data fault through every
+    pipeline: tests/workbook/test_data_faults.py)."""
+    done = run_cli(*TRAIN, "--source", "tlc", settings=settings,
+                   extra_env={"TLC_BASE_URL": wrong_month_mirror, "PYTHONPATH": str(REPO_ROOT)})
+    assert_one_line_error(done, "500 of 500 trips (100%) were picked up outside 2021-01",
+                          "is this the 2021-01 file?")
     assert registered_versions(settings) == []
 
 

@@ -5,7 +5,6 @@ a cell fails."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from taxi_common.local_servers import stop_process_group
+from tests.notebooks import committed_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "level4_deployment" / "walkthrough.ipynb"
@@ -26,14 +26,6 @@ SMALL = {"baseline_rows": 1500, "candidate_rows": 4000, "candidate_models": "lin
 VERDICTS = {"challenger better", "challenger worse", "no significant difference"}
 
 
-def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    tree = ast.parse("".join(tagged[0]["source"]))
-    return {target.id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) for target in node.targets}
-
-
 def test_the_notebook_ships_in_the_wheel() -> None:
     from level2_devops.release import expected_wheel_files
 
@@ -41,14 +33,8 @@ def test_the_notebook_ships_in_the_wheel() -> None:
 
 
 def test_notebook_is_committed_clean() -> None:
-    nb = json.loads(NOTEBOOK.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    defaults = _parameters_cell(nb)
-    assert set(SMALL) <= set(defaults)  # papermill ignores unknown names: a rename fails here
+    defaults = committed_clean(NOTEBOOK, SMALL)
     assert defaults["open_dashboard"] is True and defaults["workbook_home"] == ""
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
 def _alive(pid: int) -> bool:

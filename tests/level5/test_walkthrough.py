@@ -3,26 +3,18 @@ drift detected and recovered after a person's approval, a bad promotion rolled b
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.notebooks import committed_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "level5_automation" / "walkthrough.ipynb"
 #: Two weeks: congestion from day 5, the bad promotion on day 11 (rolled back by day 13).
 SHORT = {"days": 14, "onset": "2021-01-05", "bad_promotion": "2021-01-11",
          "rows_per_day": 1000}
-
-
-def _parameters_cell(nb: dict[str, Any]) -> dict[str, Any]:
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    tree = ast.parse("".join(tagged[0]["source"]))
-    return {target.id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) for target in node.targets}
 
 
 def test_the_notebook_ships_in_the_wheel() -> None:
@@ -32,14 +24,8 @@ def test_the_notebook_ships_in_the_wheel() -> None:
 
 
 def test_notebook_is_committed_clean() -> None:
-    nb = json.loads(NOTEBOOK.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    defaults = _parameters_cell(nb)
-    assert set(SHORT) <= set(defaults)  # papermill ignores unknown names: a rename fails here
+    defaults = committed_clean(NOTEBOOK, SHORT)
     assert defaults["workbook_home"] == ""
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
 @pytest.mark.slow

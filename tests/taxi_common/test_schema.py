@@ -101,3 +101,17 @@ def test_real_green_file_has_the_exact_schema(tlc_dir: Path) -> None:
     df = pd.read_parquet(tlc_dir / "green_tripdata_2021-01.parquet")
     assert {c: str(t) for c, t in df.dtypes.items()} == GREEN_DTYPES
     assert validate_trips(df, "green", "real") is df
+
+
+def test_exact_duplicates_are_those_of_pandas() -> None:
+    """The hashed shortcut gives ``DataFrame.duplicated()``: a row equal to an earlier one in
+    every column is a duplicate; one that differs only in a text column is not."""
+    from taxi_common.schema import exact_duplicates
+    from taxi_common.synthetic import generate_month
+
+    month = generate_month("2021-01", n_rows=300)
+    near = month.head(5).assign(store_and_fwd_flag="Y", ehail_fee="x")
+    frame = pd.concat([month, month.head(20), near], ignore_index=True)
+    found = exact_duplicates(frame)
+    assert found.equals(frame.duplicated())
+    assert int(found.sum()) == 20

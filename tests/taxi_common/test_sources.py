@@ -107,11 +107,12 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def _green_frame(n: int = 3) -> pd.DataFrame:
-    """A small frame with the exact green schema (the values do not matter here)."""
-    pickup = pd.Timestamp("2021-01-01 08:00")
+    """A small frame with the exact green schema (the values do not matter here, except that
+    the rows differ: the loader drops exact duplicates)."""
+    pickup = pd.Timestamp("2021-01-01 08:00") + pd.to_timedelta(range(n), unit="min")
     df = pd.DataFrame({
-        "lpep_pickup_datetime": [pickup] * n,
-        "lpep_dropoff_datetime": [pickup + pd.Timedelta(minutes=12)] * n,
+        "lpep_pickup_datetime": pickup,
+        "lpep_dropoff_datetime": pickup + pd.Timedelta(minutes=12),
         "PULocationID": [74] * n, "DOLocationID": [75] * n, "trip_distance": [1.5] * n,
     })
     for name, dtype in GREEN_DTYPES.items():

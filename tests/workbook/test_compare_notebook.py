@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.notebooks import committed_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "workbook" / "compare_levels.ipynb"
@@ -16,25 +16,11 @@ SHORT = {"days": 21, "onset": "2021-01-06", "rows_per_day": 1200, "levels": "1,2
          "assume": ["complaint_after_days=4", "notebook_handover_days=2"]}
 
 
-def _parameters(nb: dict[str, Any]) -> dict[str, Any]:
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    tree = ast.parse("".join(tagged[0]["source"]))
-    return {target.id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) for target in node.targets}
-
-
 def test_notebook_is_committed_clean_and_ships_in_the_wheel() -> None:
     from level2_devops.release import expected_wheel_files
 
-    nb = json.loads(NOTEBOOK.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    defaults = _parameters(nb)
-    assert set(SHORT) <= set(defaults)  # papermill ignores unknown names: a rename fails here
+    defaults = committed_clean(NOTEBOOK, SHORT)
     assert defaults["workbook_home"] == "" and defaults["days"] == 90
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
     assert "workbook/compare_levels.ipynb" in expected_wheel_files(ROOT)
 
 
@@ -45,7 +31,7 @@ def test_notebook_compares_the_levels_with_its_charts(tmp_path: Path,
 
     for name in ("MLFLOW_TRACKING_URI", "DATABASE_URL", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)  # the kernel inherits os.environ
-    home = tmp_path / "workbook"
+    home = tmp_path / "home"  # not "workbook": the kernel's cwd is on the processes' sys.path
     out = tmp_path / "compare_levels.out.ipynb"
     papermill.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3",
                                progress_bar=False, cwd=str(tmp_path),

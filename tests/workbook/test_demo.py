@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from taxi_common.settings import Settings
 from workbook.cli import app
-from workbook.demo import DemoOptions, format_results, metric_value, run_demo
+from workbook.demo import DemoOptions, format_results, metric_value, run_comparison, run_demo
 
 
 @pytest.fixture
@@ -28,13 +30,14 @@ def restored_environ() -> Iterator[None]:
 
 
 @pytest.mark.slow
-def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch,
+def test_demo_runs_the_five_levels_they_agree_and_compare(settings: Settings, monkeypatch,
                                                 restored_environ: None) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("WORKBOOK_HOME", str(settings.workbook_home))
     options = DemoOptions(n_rows=3000, level3_models=("linear", "hist_gb"), trials=1)
     lines: list[str] = []
-    level1, level2, level3 = run_demo(options, settings, echo=lines.append)
+    level1, level2, level3 = run_demo(options, settings, echo=lines.append,
+                                      levels=("1", "2", "3"))
 
     # Level 2 is level 1's recipe refactored: the same data gives the same validation RMSE.
     assert level2.val_rmse == pytest.approx(level1.val_rmse, abs=1e-9)
@@ -62,11 +65,34 @@ def test_demo_runs_levels_1_to_3_and_they_agree(settings: Settings, monkeypatch,
     scores = ", ".join(f"{name} {rmse:.4f}" for name, rmse in level3.candidates.items())
     assert f"  level 3: candidates' val RMSE: {scores}" in table
 
+    # Levels 4 and 5 on the same home: level 3's champion served with a challenger in an A/B
+    # test, a day replayed, monitored, the challenger gated; then a short closed loop, and
+    # the comparison of the five levels with its report.
+    small = dataclasses.replace(options, replay_trips=600, simulate_days=12, compare_days=12)
+    level4, level5 = run_demo(small, settings, echo=lines.append, levels=("4", "5"))
+    assert level4.model == "A/B: champion vs v2 (ridge)"
+    ab_note, monitoring_note, gate_note = level4.notes
+    assert re.fullmatch(r"A/B on [\d,]+ labelled rides: not enough data.*", ab_note), ab_note
+    assert "monitoring of 2021-03-01" in monitoring_note
+    assert Path(monitoring_note.rsplit("report ", 1)[1]).is_file()
+    assert gate_note.startswith("gate: v2 ")
+    assert any(re.search(r"replayed 600 trips of 2021-03-01 to the A/B service: .*challenger",
+                         line) for line in lines), lines
+    assert Path(level5.artifact).is_file()
+    assert re.match(r"\d+ alerts, \d+ retrains, \d+ promotions", level5.notes[0])
+    table = format_results([level1, level2, level3, level4, level5], options).splitlines()
+    assert [line.split()[0] for line in table[2:7]] == ["1", "2", "3", "4", "5"]
+    comparison = run_comparison(small, settings, echo=lines.append)
+    assert [line.split()[0] for line in comparison.splitlines()[2:7]] == [
+        "L1", "L2", "L3", "L4", "L5"]
+    page = settings.workbook_home / "report" / "index.html"
+    assert comparison.endswith(f"the HTML report: {page}") and page.is_file()
+
 
 def test_demo_rejects_unknown_levels() -> None:
     result = CliRunner().invoke(app, ["demo", "--levels", "9"])
     assert result.exit_code != 0
-    assert "choose among 1, 2, 3" in str(result.exception) + result.output
+    assert "choose among 1, 2, 3, 4, 5" in str(result.exception) + result.output
 
 
 def test_demo_error_is_one_line_from_the_console_script(tmp_path) -> None:
@@ -75,7 +101,7 @@ def test_demo_error_is_one_line_from_the_console_script(tmp_path) -> None:
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --levels '7': choose among 1, 2, 3"]
+        "error: --levels '7': choose among 1, 2, 3, 4, 5"]
     assert not (tmp_path / ".workbook").exists(), "a refused command must not create state"
 
 
@@ -95,7 +121,8 @@ def test_help_lists_every_level_and_is_fast_to_import() -> None:
     help_text = CliRunner().invoke(app, ["--help"]).output
     help_text = re.sub(r"\x1b\[[0-9;]*m", "", help_text)  # colours, under FORCE_COLOR or CI
     listed = set(re.findall(r"^\W+ (\w+) {2,}\w", help_text, flags=re.M))
-    assert listed >= {"data", "level1", "level2", "level3", "demo"}, help_text
+    assert listed >= {"data", "level1", "level2", "level3", "level4", "level5", "demo", "compare",
+                      "ui", "exercises"}, help_text
 
 
 def test_demo_reuses_a_background_prefect_server(settings: Settings, monkeypatch) -> None:

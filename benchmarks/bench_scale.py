@@ -204,7 +204,8 @@ def prepare_monitoring(work: Path, rows: int) -> dict[str, Any]:
     month["ride_id"] = traffic.ride_id_for(month)  # from the green column names
     month = month.rename(columns={"lpep_pickup_datetime": "pickup_datetime",
                                   "lpep_dropoff_datetime": "dropoff_datetime"})
-    write_reference_frame(reference_frame(pipeline, month.sample(200_000, random_state=0)),
+    sample = month.sample(min(200_000, len(month)), random_state=0)
+    write_reference_frame(reference_frame(pipeline, sample),
                           work / "reference.parquet", model_version="1", month=VAL,
                           source="synthetic")
     day = month["pickup_datetime"].dt.date.mode().iloc[0]

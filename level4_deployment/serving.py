@@ -16,7 +16,10 @@ Shadow: the challenger also scores every ride the champion served, without servi
 logs both predictions, which gives a paired comparison.
 
 ``PredictionLogSink`` hands every served prediction to the prediction log's background writer
-(:class:`~level4_deployment.log_writer.PredictionLogWriter`): the request only enqueues.
+(:class:`~level4_deployment.log_writer.PredictionLogWriter`): the request only enqueues — and,
+with the crash journal on (the default of ``level4 serve``; ``--no-journal`` turns it off),
+appends the record to the worker's journal file first (:mod:`level4_deployment.journal`), so
+that a worker killed before its writer committed the rows it answered for loses none of them.
 """
 
 from __future__ import annotations
@@ -168,6 +171,11 @@ class PredictionLogSink:
     def __init__(self, writer: PredictionLogWriter, source: RegistrySource | None = None) -> None:
         self.writer, self.source = writer, source
         self._shadow = source is not None and source.shadow
+        self._line = None  # record -> journal line, when the writer keeps a journal
+        if writer.journal is not None:
+            from level4_deployment.journal import record_line
+
+            self._line = record_line
 
     def start(self) -> None:
         """Start the writer's thread and database connection (in the worker)."""
@@ -178,11 +186,15 @@ class PredictionLogSink:
         self.writer.close()
 
     def submit(self, record: PredictionRecord) -> None:
-        """Queue the record's rows (built later, off the request path)."""
+        """Queue the record's rows (built later, off the request path); journal it first."""
         shadow = None
         if self._shadow and record.variant == CHAMPION:
             shadow = self.source.shadow_model()  # type: ignore[union-attr]
-        self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow)
+        if self._line is not None:
+            self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow,
+                                        journal_line=self._line(record))
+        else:
+            self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow)
 
 
 def record_rows(record: PredictionRecord, shadow: Any | None = None) -> list[tuple[Any, ...]]:
@@ -222,8 +234,10 @@ def serve_registry(options: Any, settings: Settings, *, challenger_share: float 
                    shadow: bool = False,
                    reload_interval: float = DEFAULT_RELOAD_INTERVAL,
                    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-                   log_predictions: bool = True) -> None:
-    """``level4 serve``: level 2's gunicorn server with the registry source and the log sink.
+                   log_predictions: bool = True, journal: bool = True) -> None:
+    """``level4 serve``: level 2's gunicorn server with the registry source and the log sink
+    (with a crash journal per worker unless ``journal`` is False; each worker recovers the
+    journals of dead workers when it starts).
 
     The champion is loaded once in the master before the fork (when the registry answers within
     ``startup_timeout``); each worker then polls the aliases itself. With the registry down at
@@ -247,7 +261,8 @@ def serve_registry(options: Any, settings: Settings, *, challenger_share: float 
         engine = engine_for(settings)  # the tables, once, in the master: not N workers racing
         create_tables(engine)
         engine.dispose()
-        return PredictionLogSink(PredictionLogWriter.for_settings(settings), built["source"])
+        return PredictionLogSink(PredictionLogWriter.for_settings(settings, journal=journal),
+                                 built["source"])
 
     serve(options, settings, source_factory,
           sink_factory=sink_factory if log_predictions else None, app_config=APP_CONFIG,

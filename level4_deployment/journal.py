@@ -268,8 +268,8 @@ class JournalFile:
 
     def needs_recovery(self, me: tuple[int, int | None]) -> bool:
         """True when nobody else will write its rows: its worker is dead, or it is an unwritten
-        segment, or its recoverer died. Never the calling process' own files."""
-        if (self.pid, self.start) == me or self.state == "corrupt":
+        segment (whoever's: its writer never reads it again), or its recoverer died."""
+        if self.state == "corrupt":
             return False
         if self.state == "recovering":
             assert self.recoverer is not None

@@ -348,7 +348,7 @@ def check_predictions(engine: Engine) -> dict[str, Any]:
     validity rule. Reads only."""
     p = predictions
     key = (p.c.request_id, p.c.ride_id, p.c.PULocationID, p.c.DOLocationID, p.c.trip_distance)
-    dupes = (select(func.count().label("n")).group_by(*key)
+    dupes = (select(func.count().label("n")).select_from(p).group_by(*key)
              .having(func.count() > 1).subquery())
     rules = _row_rules()
     with engine.connect() as conn:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from level4_deployment.log_writer import PredictionLogWriter
 
 _log = logging.getLogger(__name__)
+#: After a failed registry check in the gunicorn master, how long it forks without checking.
+MASTER_CHECK_BACKOFF = 30.0
 #: How long the master waits for the champion before serving anyway (503 until it loads).
 DEFAULT_STARTUP_TIMEOUT = 10.0
 DEFAULT_RELOAD_INTERVAL = 5.0
@@ -70,6 +72,7 @@ class RegistrySource:
         self._client_pid: int | None = None
         self._rng = random.Random()
         self._start_lock = threading.Lock()
+        self._master_checked = -float("inf")  # monotonic time of the master's last check
 
     def __str__(self) -> str:
         ab = f", challenger {self.challenger_share:.0%}" if self.challenger_share else ""
@@ -154,10 +157,26 @@ class RegistrySource:
         return ("no champion loaded yet: the registry has no @champion of taxi-duration; "
                 "promote a version (`mlops-levels level4 deploy` or `level3 promote V`)")
 
+    def refresh_before_fork(self) -> None:
+        """In the gunicorn master, before it forks a worker: check the registry (at most once
+        per reload interval; after a failure, not for ``MASTER_CHECK_BACKOFF`` seconds), so that
+        a worker forked after a promotion — the replacement of a dead one, every worker after a
+        HUP — starts with the current champion instead of serving the one the master loaded
+        at start until its own first check. No thread runs in the master: nothing is held
+        across the fork."""
+        now = time.monotonic()
+        if now - self._master_checked < self.watcher.interval:
+            return
+        self.watcher.check()
+        failed = self.watcher.status()["last_error"] is not None
+        self._master_checked = time.monotonic() + (MASTER_CHECK_BACKOFF if failed else 0.0)
+
     def load_in_master(self, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> bool:
         """Load the champion before gunicorn forks (the workers then share it); False when the
         registry does not give one within ``timeout`` (the workers keep trying)."""
-        return self.watcher.wait_until_loaded(CHAMPION, timeout)
+        loaded = self.watcher.wait_until_loaded(CHAMPION, timeout)
+        self._master_checked = time.monotonic()
+        return loaded
 
 
 class PredictionLogSink:

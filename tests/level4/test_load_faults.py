@@ -23,23 +23,26 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psutil
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from level3_training.mlflow_server import start_mlflow_server
-from level3_training.registry import client_for, promote
+from level3_training.registry import MODEL_NAME, client_for, promote
 from level4_deployment.cli import app
+from level4_deployment.journal import journal_dir
 from level4_deployment.store import engine_for, predictions
 from taxi_common.local_servers import free_port, http_ok, stop_process_group, wait_until_healthy
 from taxi_common.settings import Settings
+from tests.level4.conftest import register
 from tests.level4.test_service_gunicorn import MLOPS_LEVELS, RELOAD, SLACK
 from tests.postgres import postgres_admin_connection
 
@@ -150,6 +153,18 @@ def database(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, int]]:
         admin.close()
 
 
+def wait_for_journalled_rows(directory: Path, pid: int, timeout: float = 10) -> None:
+    """Wait until worker ``pid``'s current journal file holds a line (rows it answered for
+    that its writer has not committed yet): killing it then must lose them without the
+    journal, which the test would see."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.stat().st_size for p in directory.glob(f"{pid}-*.jsonl")):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"worker {pid} journalled nothing in {timeout} s")
+
+
 def percentile_ms(outcomes: list[Outcome], q: float) -> float:
     return float(np.percentile([(o.end - o.start) * 1000 for o in outcomes], q))
 
@@ -170,24 +185,52 @@ def stale_after(outcomes: list[Outcome], old: str, since: float) -> list[Outcome
     return [o for o in outcomes if o.status == 200 and o.version == old and o.start > since]
 
 
-def test_load_with_promotion_kill_and_hup(tmp_path: Path, registrar: Callable[..., str],
+@dataclass(frozen=True)
+class Registry:
+    """A running ``mlflow server`` with two registered versions (the first the champion)."""
+
+    url: str
+    first: str
+    second: str
+
+    def reset(self) -> None:
+        """@champion back on the first version, @challenger on the second."""
+        client = client_for(self.url)
+        client.set_registered_model_alias(MODEL_NAME, "champion", self.first)
+        client.set_registered_model_alias(MODEL_NAME, "challenger", self.second)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, january: pd.DataFrame,
+             pipelines: dict[str, Any]) -> Iterator[Registry]:
+    """One registry for both databases (a server start and two registrations cost 20-40 s on
+    a busy 2-core machine); each test resets the aliases."""
+    folder = tmp_path_factory.mktemp("registry")
+    server = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts",
+                                 folder / "mlflow.log")
+    try:
+        settings = Settings(workbook_home=folder / "workbook", mlflow_tracking_uri=server.url)
+        first = register(settings, pipelines["linear"], january, alias="champion")
+        second = register(settings, pipelines["ridge"], january, alias="challenger")
+        yield Registry(server.url, first, second)
+    finally:
+        server.stop()
+
+
+def test_load_with_promotion_kill_and_hup(tmp_path: Path, registry: Registry,
                                           database: tuple[str, str, int]) -> None:
     db_name, database_url, seconds = database
     phases = {"test_start": time.monotonic()}
-    server = start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts",
-                                 tmp_path / "mlflow.log")
+    registry.reset()
+    first, second = registry.first, registry.second
     service = None
     try:
-        settings = Settings(workbook_home=tmp_path / "workbook", mlflow_tracking_uri=server.url,
-                            database_url=database_url or None)
-        phases["mlflow_server_up"] = time.monotonic()
-        first = registrar(settings, "linear", "champion")
-        second = registrar(settings, "ridge", "challenger")
-        phases["registered"] = time.monotonic()
+        settings = Settings(workbook_home=tmp_path / "workbook",
+                            mlflow_tracking_uri=registry.url, database_url=database_url or None)
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
                "WORKBOOK_HOME": str(settings.workbook_home), "DATABASE_URL": database_url,
-               "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+               "MLFLOW_TRACKING_URI": registry.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
         log_path = tmp_path / "service.log"
         with log_path.open("wb") as log:
@@ -205,11 +248,12 @@ def test_load_with_promotion_kill_and_hup(tmp_path: Path, registrar: Callable[..
         began = time.monotonic()
         clients.start()
         time.sleep(seconds * PROMOTE_AT)
-        promote(client_for(server.url), second, reason="load test")
+        promote(client_for(registry.url), second, reason="load test")
         promoted_at = time.monotonic()
         time.sleep(seconds * (KILL_AT - PROMOTE_AT))
         killed = min(workers(service.pid))
-        os.kill(killed, signal.SIGKILL)
+        wait_for_journalled_rows(journal_dir(settings), killed)
+        os.kill(killed, signal.SIGKILL)  # with rows answered and not yet committed
         killed_at = time.monotonic()
         replacement = wait_for_workers(service.pid, 2, {killed}) - started
         time.sleep(max(0.0, began + seconds * HUP_AT - time.monotonic()))
@@ -287,4 +331,3 @@ def test_load_with_promotion_kill_and_hup(tmp_path: Path, registrar: Callable[..
     finally:
         if service is not None:
             stop_process_group(service.pid)
-        server.stop()

@@ -57,7 +57,7 @@ def journal_append_us(directory: Path, number: int = 20_000) -> dict[str, float]
 
     rides = RideBatch(np.array([74]), np.array([75]), np.array([2.5]), ["ride-1"])
     record = PredictionRecord("0" * 32, time.time(), rides, "champion", "1", np.array([12.5]))
-    journal = CrashJournal(directory).open()
+    journal = CrashJournal(directory).start()
     line = record_line(record)
     try:
         encode = min(timeit.repeat(lambda: record_line(record), number=number, repeat=5))

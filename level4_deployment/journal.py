@@ -152,7 +152,7 @@ class CrashJournal:
     """A worker's journal: :meth:`append` on the request path, :meth:`rotate`,
     :meth:`committed` and :meth:`unwritten` on the log writer's thread (see the module doc).
 
-    Create it anywhere; :meth:`open` in the serving process (after the fork). The caller
+    Create it anywhere; :meth:`start` in the serving process (after the fork). The caller
     serialises ``append`` and ``rotate`` (the log writer holds one lock around "append to the
     journal, append to the queue" and around "rotate, take the queue").
     """
@@ -168,10 +168,10 @@ class CrashJournal:
 
     @property
     def path(self) -> Path | None:
-        """The file being appended to (None before :meth:`open`)."""
+        """The file being appended to (None before :meth:`start`)."""
         return self._path
 
-    def open(self) -> CrashJournal:
+    def start(self) -> CrashJournal:
         """Start this process' journal (again in a forked child: the parent's stays its own)."""
         pid = os.getpid()
         if self._pid == pid and self._file is not None:
@@ -191,7 +191,7 @@ class CrashJournal:
 
     def append(self, line: bytes) -> None:
         """Append one line and hand it to the kernel (no fsync)."""
-        assert self._file is not None, "CrashJournal.open() first"
+        assert self._file is not None, "CrashJournal.start() first"
         self._file.write(line)
         self._file.flush()
         self._lines += 1

@@ -245,7 +245,7 @@ class PredictionLogWriter:
             self._fresh_state()  # rows queued in the parent stay the parent's
         self._engine = self._engine_factory()
         if self.journal is not None:
-            self.journal.open()
+            self.journal.start()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer",
                                         daemon=True)
         self._thread.start()

@@ -409,9 +409,11 @@ def recover_in_background(engine: Engine, directory: Path) -> threading.Thread:
     def run() -> None:
         try:
             recover_journals(engine, directory)
-        except Exception:  # noqa: BLE001 - a failed recovery is retried by the next start
-            logger.exception("journal recovery failed; `mlops-levels level4 log --recover` "
-                             "retries it")
+        except Exception as exc:  # noqa: BLE001 - the next start, or `log --recover`, retries
+            text = str(exc).strip().splitlines()
+            logger.error("prediction log journal: recovering dead workers' journals failed "
+                         "(%s); `mlops-levels level4 log --recover` retries it",
+                         text[0] if text else type(exc).__name__)
 
     thread = threading.Thread(target=run, name="journal-recovery", daemon=True)
     thread.start()

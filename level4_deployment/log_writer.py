@@ -33,7 +33,7 @@ appended to the journal and to the queue under one lock (uncontended: the sync w
 thread, and the writer for a moment per round); each round rotates the journal as it takes the
 queue under that lock, so a closed segment holds exactly the rows taken, and deletes the segment
 once they are committed (keeps it as ``*.unwritten.jsonl`` when a batch was dropped). At start
-the writer thread first recovers the journals of dead workers.
+a thread beside the writer's recovers the journals of dead workers.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from level4_deployment.journal import CrashJournal, recover_journals
+from level4_deployment.journal import CrashJournal, recover_in_background
 from level4_deployment.store import (
     create_tables,
     engine_for,
@@ -249,6 +249,8 @@ class PredictionLogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer",
                                         daemon=True)
         self._thread.start()
+        if self.journal is not None:  # beside the writer: a big journal must not stall it
+            recover_in_background(self._engine, self.journal.directory)
         return self
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -328,18 +330,7 @@ class PredictionLogWriter:
                 item.event.set()
         return sum(item[0] for item in items if type(item) is tuple)
 
-    def _recover(self) -> None:
-        """Recover the journals of dead workers (first thing on the writer's thread)."""
-        if self.journal is None:
-            return
-        try:
-            recover_journals(self._engine, self.journal.directory)
-        except Exception as exc:  # noqa: BLE001 - the next start, or `log --recover`, retries
-            logger.error("prediction log journal: recovering dead workers' journals failed "
-                         "(%s); `mlops-levels level4 log --recover` retries it", _first_line(exc))
-
     def _run(self) -> None:
-        self._recover()
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()

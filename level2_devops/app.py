@@ -393,6 +393,20 @@ def start_service(app: Flask) -> None:
     state.show_serving()
 
 
+def refresh_before_fork(app: Flask) -> None:
+    """In the gunicorn master, before each worker is forked (``pre_fork``): a model source with
+    a ``refresh_before_fork()`` method (level 4's registry source) brings its models up to date,
+    so that the new worker starts with what it should serve now. Errors are logged; the fork
+    goes on."""
+    state: ServiceState = app.extensions[EXTENSION]
+    refresh = getattr(state.source, "refresh_before_fork", None)
+    if callable(refresh):
+        try:
+            refresh()
+        except Exception:
+            app.logger.exception("refreshing the model source before a fork failed")
+
+
 def close_service(app: Flask) -> None:
     """Close the sink (it writes what is queued) and the source, in the process that started
     them; anywhere else (gunicorn may call ``worker_exit`` in the master) it does nothing."""

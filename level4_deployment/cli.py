@@ -139,8 +139,18 @@ def actuals(
 
 
 @app.command()
-def log(as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+def log(
+    check: bool = typer.Option(False, "--check", help="Check the log's integrity (duplicates, "
+                               "invalid rows, journals left by dead workers); exit 1 when "
+                               "something is wrong."),
+    recover: bool = typer.Option(False, "--recover", help="Write the journalled rows of dead "
+                                 "workers that the log lacks, then remove their journals."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
     """How many predictions the log holds: in total, by variant and by model version."""
+    if check or recover:
+        _log_check_or_recover(check, recover, as_json)
+        return
     with _one_line_errors():
         from level4_deployment.store import prediction_summary
 
@@ -152,6 +162,72 @@ def log(as_json: bool = typer.Option(False, "--json", help="Print the summary as
     for title, key in (("by variant", "by_variant"), ("by model version", "by_version")):
         parts = ", ".join(f"{k} {n:,}" for k, n in summary[key].items()) or "-"
         typer.echo(f"  {title}: {parts}")
+
+
+def _log_check_or_recover(check: bool, recover: bool, as_json: bool) -> None:
+    """``log --recover`` (first) and/or ``log --check``; exit 1 when the check finds a problem."""
+    with _one_line_errors():
+        from level4_deployment.journal import inspect_journals, journal_dir, recover_journals
+        from level4_deployment.store import check_predictions
+
+        settings = _settings()
+        engine, directory = _engine(settings), journal_dir(settings)
+        out: dict[str, Any] = {"journal_dir": str(directory)}
+        if recover:
+            done = recover_journals(engine, directory)
+            out["recovered"] = {"files": len(done),
+                                "rows": sum(r.recovered_rows for r in done),
+                                "journals": [r.as_dict() for r in done]}
+        if check:
+            out["check"] = check_predictions(engine)
+            out["journals"] = [r.as_dict() for r in inspect_journals(directory, engine)]
+            out["problems"] = _log_problems(out["check"], out["journals"])
+            out["ok"] = not out["problems"]
+    if as_json:
+        _echo_json(out)
+    else:
+        _print_log_check(out)
+    if check and not out["ok"]:
+        raise typer.Exit(1)
+
+
+def _log_problems(found: dict[str, Any], journals: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with the prediction log, one line each (empty: nothing)."""
+    problems = []
+    if found["duplicate_rows"]:
+        problems.append(f"{found['duplicate_rows']} duplicate rows ({found['duplicated_rides']} "
+                        "rides of a request logged more than once)")
+    problems += [f"{n} rows with {rule}" for rule, n in found["invalid_rows"].items()]
+    for j in journals:
+        if j["state"] == "corrupt" or j["corrupt_lines"]:
+            problems.append(f"journal {j['file']}: {j['corrupt_lines']} unreadable lines")
+        elif j["missing_rows"]:
+            whose = "a dead worker" if not j["owner_alive"] else f"worker {j['pid']}"
+            problems.append(f"journal {j['file']} of {whose} holds {j['missing_rows']} rows "
+                            "the log lacks: run `mlops-levels level4 log --recover`")
+    return problems
+
+
+def _print_log_check(out: dict[str, Any]) -> None:
+    if "recovered" in out:
+        rec = out["recovered"]
+        typer.echo(f"recovered {rec['rows']:,} rows from {rec['files']} journals in "
+                   f"{out['journal_dir']}")
+    if "check" not in out:
+        return
+    found = out["check"]
+    typer.echo(f"prediction log: {found['rows']:,} rows of {found['request_ids']:,} requests; "
+               f"{found['duplicate_rows']} duplicate rows; "
+               f"{sum(found['invalid_rows'].values())} invalid rows")
+    for j in out["journals"]:
+        owner = "live" if j["owner_alive"] else "dead"
+        missing = "" if j["missing_rows"] is None else f", {j['missing_rows']} not in the log"
+        typer.echo(f"  journal {j['file']} ({owner} worker {j['pid']}, {j['state']}): "
+                   f"{j['rows']} rows{missing}")
+    for problem in out["problems"]:
+        typer.echo(f"PROBLEM {problem}")
+    typer.echo("integrity check: OK" if out["ok"] else
+               f"integrity check: {len(out['problems'])} problems")
 
 
 @app.command("ab-report")
@@ -332,6 +408,9 @@ def serve(
                                           "worker (±20 % jitter)."),
     log_predictions: bool = typer.Option(True, "--log/--no-log",
                                          help="Write every prediction to the prediction log."),
+    journal: bool = typer.Option(True, "--journal/--no-journal",
+                                 help="Keep a crash journal per worker, so that a killed worker "
+                                 "loses no logged prediction (see `log --recover`)."),
     access_log: bool = typer.Option(False, help="Log every request to stderr."),
 ) -> None:
     """Serve models:/taxi-duration@champion with gunicorn; follow the aliases as they move."""
@@ -352,7 +431,7 @@ def serve(
         serve_registry(ServeOptions(host=host, port=port, workers=workers,
                                     access_log=access_log), settings,
                        challenger_share=share, shadow=shadow, reload_interval=reload_interval,
-                       log_predictions=log_predictions)
+                       log_predictions=log_predictions, journal=journal)
 
 
 @app.command()

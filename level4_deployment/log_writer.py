@@ -1,11 +1,12 @@
 """``PredictionLogWriter``: writes the prediction log off the request path, in batches.
 
 The request path only appends to a ``collections.deque`` (atomic under the GIL: no lock, no
-condition variable, no wake-up of another thread per request). What it appends is cheap to make:
-either rows already built (:meth:`PredictionLogWriter.submit`, :meth:`~PredictionLogWriter.submit_many`)
-or a *deferred* item (:meth:`~PredictionLogWriter.submit_deferred`): a function and its arguments
-that the writer thread calls to build the rows — level 4's sink hands over the served record as it
-is, and the tuples, timestamps and shadow predictions are made on the writer's thread.
+condition variable, no wake-up of another thread per request; with a crash journal, one
+uncontended lock, see below). What it appends is cheap to make: either rows already built
+(:meth:`PredictionLogWriter.submit`, :meth:`~PredictionLogWriter.submit_many`) or a *deferred*
+item (:meth:`~PredictionLogWriter.submit_deferred`): a function and its arguments that the
+writer thread calls to build the rows — level 4's sink hands over the served record as it is,
+and the tuples, timestamps and shadow predictions are made on the writer's thread.
 
 A background thread wakes every ``flush_interval`` seconds (sooner when ``batch_size`` rows are
 waiting, when :meth:`~PredictionLogWriter.flush` asks, or on close), takes everything queued, and
@@ -25,6 +26,14 @@ parent before the fork are the parent's to write, not each worker's.
 
 Several threads may submit at once (the deque append is atomic); the queue bound is then
 approximate (its counter is not locked), the counts in :attr:`stats` stay exact.
+
+Crash journal (``journal=``, :mod:`level4_deployment.journal`): rows queued but not yet written
+die with a process that is killed. With a journal, a deferred item given a ``journal_line`` is
+appended to the journal and to the queue under one lock (uncontended: the sync worker's request
+thread, and the writer for a moment per round); each round rotates the journal as it takes the
+queue under that lock, so a closed segment holds exactly the rows taken, and deletes the segment
+once they are committed (keeps it as ``*.unwritten.jsonl`` when a batch was dropped). At start
+a thread beside the writer's recovers the journals of dead workers.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from level4_deployment.journal import CrashJournal, recover_in_background
 from level4_deployment.store import (
     create_tables,
     engine_for,
@@ -68,6 +78,7 @@ class WriterStats:
     failed_attempts: int = 0
     batches: int = 0
     queued: int = 0
+    journal_failures: int = 0  # journal lines or rotations that failed (the rows were queued)
 
     @property
     def dropped(self) -> int:
@@ -97,7 +108,7 @@ class PredictionLogWriter:
 
     def __init__(self, engine_factory: Callable[[], Engine], *, batch_size: int = 2000,
                  flush_interval: float = 0.5, max_queue: int = 10_000, max_attempts: int = 3,
-                 retry_delay: float = 0.2) -> None:
+                 retry_delay: float = 0.2, journal: CrashJournal | None = None) -> None:
         if batch_size < 1 or max_queue < 1 or max_attempts < 1 or flush_interval <= 0:
             raise ValueError("batch_size, max_queue and max_attempts must be >= 1 and "
                              "flush_interval > 0")
@@ -108,6 +119,7 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
         self._closed = False
+        self.journal = journal
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -116,25 +128,31 @@ class PredictionLogWriter:
         # gives the rows; or a _Flushed marker.
         self._pending: deque[Any] = deque()
         self._lock = threading.Lock()  # for the rare counts only (drops); never per request
+        self._journal_lock = threading.Lock()  # journal + queue appends, rotation + take
         self._in_rows = 0  # rows appended (request path; only bounds the queue)
         self._taken = 0  # rows taken off the queue by the writer (writer thread only)
         self._counts = dict.fromkeys(
             ("written", "dropped_queue_full", "dropped_write_failed", "dropped_closed",
-             "failed_attempts", "batches"), 0)
+             "failed_attempts", "batches", "journal_failures"), 0)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._last_drop_log = -DROP_LOG_INTERVAL
         self._owner_pid = os.getpid()
 
     @classmethod
-    def for_settings(cls, settings: Settings, **options: Any) -> PredictionLogWriter:
-        """A writer for the settings' database (tables created on :meth:`start`)."""
+    def for_settings(cls, settings: Settings, *, journal: bool = False,
+                     **options: Any) -> PredictionLogWriter:
+        """A writer for the settings' database (tables created on :meth:`start`); with
+        ``journal``, a crash journal under ``$WORKBOOK_HOME/level4/journal``."""
+        from level4_deployment.journal import journal_dir
+
         def factory() -> Engine:
             engine = engine_for(settings)
             create_tables(engine)
             return engine
 
-        return cls(factory, **options)
+        crash_journal = CrashJournal(journal_dir(settings)) if journal else None
+        return cls(factory, journal=crash_journal, **options)
 
     # --- the request path -------------------------------------------------------------------
 
@@ -152,14 +170,33 @@ class PredictionLogWriter:
             self._append(rows[:room], _mapping_rows, (rows[:room],))
         return room
 
-    def submit_deferred(self, n_rows: int, builder: RowsBuilder, *args: Any) -> bool:
+    def submit_deferred(self, n_rows: int, builder: RowsBuilder, *args: Any,
+                        journal_line: bytes | None = None) -> bool:
         """Queue ``n_rows`` rows that ``builder(*args)`` makes later, on the writer's thread
         (tuples in ``store.PREDICTION_COLUMNS`` order; ``logged_at`` may be Unix seconds).
-        ``args`` must not change afterwards. False (and counted) when dropped. Never blocks."""
+        ``args`` must not change afterwards. With a journal, ``journal_line`` (the same rows,
+        see :func:`~level4_deployment.journal.record_line`) is appended to it first. False (and
+        counted) when dropped. Never blocks on the database."""
         if self._room(n_rows, whole=True) < n_rows:
             return False
-        self._append(n_rows, builder, args)
+        if self.journal is None or journal_line is None:
+            self._append(n_rows, builder, args)
+            return True
+        with self._journal_lock:
+            try:
+                self.journal.append(journal_line)
+            except OSError as exc:  # disk full: the row is still queued, the journal is not
+                self._journal_failed("append", exc)
+            self._append(n_rows, builder, args)
         return True
+
+    def _journal_failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._counts["journal_failures"] += 1
+            due = self._counts["journal_failures"] == 1
+        if due:  # once: the next failures are counted in the stats
+            logger.error("prediction log journal: %s failed (%s); rows are still written, but "
+                         "a crash may lose the queued ones", what, _first_line(exc))
 
     def _room(self, n: int, whole: bool = False) -> int:
         """How many of ``n`` rows may be queued now (``whole``: all or none); the rest are
@@ -207,9 +244,13 @@ class PredictionLogWriter:
         if os.getpid() != self._owner_pid:
             self._fresh_state()  # rows queued in the parent stay the parent's
         self._engine = self._engine_factory()
+        if self.journal is not None:
+            self.journal.start()
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer",
                                         daemon=True)
         self._thread.start()
+        if self.journal is not None:  # beside the writer: a big journal must not stall it
+            recover_in_background(self._engine, self.journal.directory)
         return self
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -238,8 +279,11 @@ class PredictionLogWriter:
         if left:
             self._drop("dropped_write_failed", left)
             logger.error("prediction log writer closed with %d rows unwritten", left)
-        if self._engine is not None and (self._thread is None or not self._thread.is_alive()):
-            self._engine.dispose()
+        if self._thread is None or not self._thread.is_alive():
+            if self.journal is not None:
+                self.journal.close()  # deleted when empty; rows left unwritten stay in it
+            if self._engine is not None:
+                self._engine.dispose()
         return self.stats
 
     def __enter__(self) -> PredictionLogWriter:
@@ -298,11 +342,12 @@ class PredictionLogWriter:
     def _write_queued(self) -> None:
         """Take everything queued; write it in batches of at most ``batch_size`` rows; then
         release the flush markers taken with it."""
-        items = self._take_all()
+        segment, items = self._take_journalled()
         if not items:
             return
         rows: list[tuple[Any, ...]] = []
         markers = []
+        failed = 0
         for item in items:
             if type(item) is _Flushed:
                 markers.append(item)
@@ -315,15 +360,45 @@ class PredictionLogWriter:
                 logger.error("prediction log: dropped %d rows that could not be built: %s", n,
                              _first_line(exc))
             if len(rows) >= self.batch_size:
-                self._write(rows[:self.batch_size])
+                failed += not self._write(rows[:self.batch_size])
                 del rows[:self.batch_size]
         for start in range(0, len(rows), self.batch_size):
-            self._write(rows[start:start + self.batch_size])
+            failed += not self._write(rows[start:start + self.batch_size])
+        self._settle(segment, failed)
         for marker in markers:
             marker.event.set()
 
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
-        """Write one batch, retrying with back-off; count it as dropped if every attempt fails."""
+    def _take_journalled(self) -> tuple[Any, list[Any]]:
+        """Everything queued now, and the journal segment that holds exactly its rows (None
+        without a journal)."""
+        if self.journal is None:
+            return None, self._take_all()
+        with self._journal_lock:
+            items = self._take_all()
+            try:
+                return self.journal.rotate(), items
+            except OSError as exc:
+                self._journal_failed("rotating", exc)
+                return None, items
+
+    def _settle(self, segment: Any, failed_batches: int) -> None:
+        """Delete the round's journal segment, or keep it when a batch was dropped."""
+        if segment is None or self.journal is None:
+            return
+        try:
+            if failed_batches:
+                kept = self.journal.unwritten(segment)
+                logger.error("prediction log: the rows of %d dropped batches are kept in %s; "
+                             "`mlops-levels level4 log --recover` writes them", failed_batches,
+                             kept)
+            else:
+                self.journal.committed(segment)
+        except OSError as exc:
+            self._journal_failed("settling a segment", exc)
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> bool:
+        """Write one batch, retrying with back-off; count it as dropped if every attempt fails
+        (False)."""
         assert self._engine is not None
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -334,11 +409,12 @@ class PredictionLogWriter:
                     self._add(dropped_write_failed=len(batch))
                     logger.error("prediction log: dropped a batch of %d rows after %d failed "
                                  "writes: %s", len(batch), attempt, _first_line(exc))
-                    return
+                    return False
                 time.sleep(self.retry_delay * 2 ** (attempt - 1))
             else:
                 self._add(written=len(batch), batches=1)
-                return
+                return True
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

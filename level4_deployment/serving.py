@@ -16,7 +16,10 @@ Shadow: the challenger also scores every ride the champion served, without servi
 logs both predictions, which gives a paired comparison.
 
 ``PredictionLogSink`` hands every served prediction to the prediction log's background writer
-(:class:`~level4_deployment.log_writer.PredictionLogWriter`): the request only enqueues.
+(:class:`~level4_deployment.log_writer.PredictionLogWriter`): the request only enqueues — and,
+with the crash journal on (the default of ``level4 serve``; ``--no-journal`` turns it off),
+appends the record to the worker's journal file first (:mod:`level4_deployment.journal`), so
+that a worker killed before its writer committed the rows it answered for loses none of them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from level4_deployment.log_writer import PredictionLogWriter
 
 _log = logging.getLogger(__name__)
+#: After a failed registry check in the gunicorn master, how long it forks without checking.
+MASTER_CHECK_BACKOFF = 30.0
 #: How long the master waits for the champion before serving anyway (503 until it loads).
 DEFAULT_STARTUP_TIMEOUT = 10.0
 DEFAULT_RELOAD_INTERVAL = 5.0
@@ -67,6 +72,7 @@ class RegistrySource:
         self._client_pid: int | None = None
         self._rng = random.Random()
         self._start_lock = threading.Lock()
+        self._master_checked = -float("inf")  # monotonic time of the master's last check
 
     def __str__(self) -> str:
         ab = f", challenger {self.challenger_share:.0%}" if self.challenger_share else ""
@@ -151,10 +157,26 @@ class RegistrySource:
         return ("no champion loaded yet: the registry has no @champion of taxi-duration; "
                 "promote a version (`mlops-levels level4 deploy` or `level3 promote V`)")
 
+    def refresh_before_fork(self) -> None:
+        """In the gunicorn master, before it forks a worker: check the registry (at most once
+        per reload interval; after a failure, not for ``MASTER_CHECK_BACKOFF`` seconds), so that
+        a worker forked after a promotion — the replacement of a dead one, every worker after a
+        HUP — starts with the current champion instead of serving the one the master loaded
+        at start until its own first check. No thread runs in the master: nothing is held
+        across the fork."""
+        now = time.monotonic()
+        if now - self._master_checked < self.watcher.interval:
+            return
+        self.watcher.check()
+        failed = self.watcher.status()["last_error"] is not None
+        self._master_checked = time.monotonic() + (MASTER_CHECK_BACKOFF if failed else 0.0)
+
     def load_in_master(self, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> bool:
         """Load the champion before gunicorn forks (the workers then share it); False when the
         registry does not give one within ``timeout`` (the workers keep trying)."""
-        return self.watcher.wait_until_loaded(CHAMPION, timeout)
+        loaded = self.watcher.wait_until_loaded(CHAMPION, timeout)
+        self._master_checked = time.monotonic()
+        return loaded
 
 
 class PredictionLogSink:
@@ -168,6 +190,11 @@ class PredictionLogSink:
     def __init__(self, writer: PredictionLogWriter, source: RegistrySource | None = None) -> None:
         self.writer, self.source = writer, source
         self._shadow = source is not None and source.shadow
+        self._line = None  # record -> journal line, when the writer keeps a journal
+        if writer.journal is not None:
+            from level4_deployment.journal import record_line
+
+            self._line = record_line
 
     def start(self) -> None:
         """Start the writer's thread and database connection (in the worker)."""
@@ -184,11 +211,15 @@ class PredictionLogSink:
         return self.writer.stats.as_dict()
 
     def submit(self, record: PredictionRecord) -> None:
-        """Queue the record's rows (built later, off the request path)."""
+        """Queue the record's rows (built later, off the request path); journal it first."""
         shadow = None
         if self._shadow and record.variant == CHAMPION:
             shadow = self.source.shadow_model()  # type: ignore[union-attr]
-        self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow)
+        if self._line is not None:
+            self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow,
+                                        journal_line=self._line(record))
+        else:
+            self.writer.submit_deferred(len(record.minutes), record_rows, record, shadow)
 
 
 def record_rows(record: PredictionRecord, shadow: Any | None = None) -> list[tuple[Any, ...]]:
@@ -228,8 +259,10 @@ def serve_registry(options: Any, settings: Settings, *, challenger_share: float 
                    shadow: bool = False,
                    reload_interval: float = DEFAULT_RELOAD_INTERVAL,
                    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-                   log_predictions: bool = True) -> None:
-    """``level4 serve``: level 2's gunicorn server with the registry source and the log sink.
+                   log_predictions: bool = True, journal: bool = True) -> None:
+    """``level4 serve``: level 2's gunicorn server with the registry source and the log sink
+    (with a crash journal per worker unless ``journal`` is False; each worker recovers the
+    journals of dead workers when it starts).
 
     The champion is loaded once in the master before the fork (when the registry answers within
     ``startup_timeout``); each worker then polls the aliases itself. With the registry down at
@@ -253,7 +286,8 @@ def serve_registry(options: Any, settings: Settings, *, challenger_share: float 
         engine = engine_for(settings)  # the tables, once, in the master: not N workers racing
         create_tables(engine)
         engine.dispose()
-        return PredictionLogSink(PredictionLogWriter.for_settings(settings), built["source"])
+        return PredictionLogSink(PredictionLogWriter.for_settings(settings, journal=journal),
+                                 built["source"])
 
     serve(options, settings, source_factory,
           sink_factory=sink_factory if log_predictions else None, app_config=APP_CONFIG,

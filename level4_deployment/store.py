@@ -318,6 +318,51 @@ def prediction_summary(engine: Engine) -> dict[str, Any]:
             "by_version": _counts(engine, predictions.c.model_version)}
 
 
+def _row_rules() -> dict[str, Any]:
+    """The validity rules of a prediction-log row, by name: each a condition its breaches meet."""
+    from sqlalchemy import and_, not_, or_
+
+    from level2_devops.service.rides import MAX_TRIP_MILES, MAX_ZONE, MIN_ZONE
+
+    p = predictions
+    return {
+        "empty request_id": p.c.request_id == "",
+        "zone out of range": or_(not_(p.c.PULocationID.between(MIN_ZONE, MAX_ZONE)),
+                                 not_(p.c.DOLocationID.between(MIN_ZONE, MAX_ZONE))),
+        "trip_distance out of range": not_(p.c.trip_distance.between(0.0, MAX_TRIP_MILES)),
+        "non-finite prediction": or_(p.c.prediction > 1e300, p.c.prediction < -1e300),
+        "unknown variant": p.c.variant.not_in(("champion", "challenger")),
+        "empty model_version": p.c.model_version == "",
+        "shadow version without prediction (or the reverse)": or_(
+            and_(p.c.shadow_version.is_(None), p.c.shadow_prediction.is_not(None)),
+            and_(p.c.shadow_version.is_not(None), p.c.shadow_prediction.is_(None))),
+        "non-finite shadow prediction": or_(p.c.shadow_prediction > 1e300,
+                                            p.c.shadow_prediction < -1e300),
+    }
+
+
+def check_predictions(engine: Engine) -> dict[str, Any]:
+    """The prediction log's integrity: its rows, duplicated rows (the same ride of the same
+    request, by ``request_id``, ``ride_id``, zones and distance, logged more than once — a
+    request that repeats a ride word for word shows up here too) and breaches of each
+    validity rule. Reads only."""
+    p = predictions
+    key = (p.c.request_id, p.c.ride_id, p.c.PULocationID, p.c.DOLocationID, p.c.trip_distance)
+    dupes = (select(func.count().label("n")).select_from(p).group_by(*key)
+             .having(func.count() > 1).subquery())
+    rules = _row_rules()
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(p)).scalar_one()
+        requests = conn.execute(select(func.count(p.c.request_id.distinct()))).scalar_one()
+        extra = conn.execute(select(func.count(), func.coalesce(func.sum(dupes.c.n), 0))
+                             .select_from(dupes)).one()
+        invalid = {name: int(conn.execute(select(func.count()).select_from(p).where(rule))
+                             .scalar_one()) for name, rule in rules.items()}
+    return {"rows": int(total), "request_ids": int(requests),
+            "duplicated_rides": int(extra[0]), "duplicate_rows": int(extra[1]) - int(extra[0]),
+            "invalid_rows": {k: v for k, v in invalid.items() if v}}
+
+
 def record_actuals(engine: Engine, rows: Iterable[Mapping[str, Any]]) -> int:
     """Record true durations by ride_id; rides already recorded are left alone (re-runs are
     harmless). Returns the number of new rows."""

@@ -11,7 +11,9 @@ when it runs. In order, in the process that becomes the gunicorn master:
 3. the source is built, once, and its model loaded (a bad file is reported in one line, and the
    folder removed, before any socket is bound); the sink is built; the app is made;
 4. gunicorn runs with ``preload_app``: the workers fork from this app, the model is in memory
-   once, shared copy-on-write. ``post_fork`` starts the source and the sink in each worker
+   once, shared copy-on-write. ``pre_fork`` lets a source that can refresh itself do so in
+   the master first (level 4: a worker forked after a promotion starts with the new
+   champion). ``post_fork`` starts the source and the sink in each worker
    (threads made before a fork do not run in the child, so a poller that reloads the model runs
    in every worker, and each worker reloads on its own); ``worker_exit`` closes them.
 
@@ -113,7 +115,10 @@ def _child_exit(server: Any, worker: Any) -> None:
 def gunicorn_settings(options: ServeOptions, app: Any) -> dict[str, Any]:
     """The gunicorn settings of a run (names as in gunicorn's config file); the hooks start
     ``app``'s source and sink in each worker after the fork and close them when it exits."""
-    from level2_devops.app import close_service, start_service
+    from level2_devops.app import close_service, refresh_before_fork, start_service
+
+    def pre_fork(server: Any, worker: Any) -> None:
+        refresh_before_fork(app)
 
     def post_fork(server: Any, worker: Any) -> None:
         start_service(app)
@@ -132,6 +137,7 @@ def gunicorn_settings(options: ServeOptions, app: Any) -> dict[str, Any]:
         "errorlog": "-",
         "timeout": options.timeout,
         "proc_name": "taxi-duration-service",
+        "pre_fork": pre_fork,
         "post_fork": post_fork,
         "worker_exit": worker_exit,
         "child_exit": _child_exit,

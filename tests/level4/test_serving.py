@@ -148,3 +148,21 @@ def test_no_champion_says_how_to_get_one(settings: Settings, registrar: Callable
     client = _start(app, started, source)
     message = client.get("/health").get_json()["message"]
     assert "has no @champion" in message and "level4 deploy" in message
+
+
+def test_the_master_refreshes_the_champion_before_each_fork(
+        settings: Settings, registrar: Callable[..., str]) -> None:
+    """gunicorn's ``pre_fork``: a worker forked after a promotion (a replacement, or every
+    worker after a HUP) starts with the new champion, not the one loaded at start."""
+    from level2_devops.app import refresh_before_fork
+
+    first = registrar(settings, "linear", "champion")
+    second = registrar(settings, "ridge", "challenger")
+    source = RegistrySource(settings, reload_interval=0.05)
+    app = create_app(source, APP_CONFIG)
+    assert source.load_in_master(10)
+    promote(client_for(settings.tracking_uri), second)
+    assert source.watcher.get("champion").version == first
+    refresh_before_fork(app)
+    assert source.watcher.get("champion").version == second
+    assert source.watcher._thread is None  # no thread in the master, nothing held across a fork

@@ -251,7 +251,7 @@ SERVICE_MODULES = ("level2_devops/app.py", "level2_devops/service/rides.py",
                    "level2_devops/service/sink.py", "level2_devops/service/server.py",
                    "level4_deployment/serving.py", "level4_deployment/watcher.py",
                    "level4_deployment/routing.py", "level4_deployment/log_writer.py",
-                   "level4_deployment/store.py")
+                   "level4_deployment/store.py", "level4_deployment/journal.py")
 #: What the service may read of a request: the body (for the ride parser), headers, method,
 #: path, matched route, content type and length. Not args, form, files, cookies, json, values.
 REQUEST_ATTRIBUTES = {"get_data", "stream", "content_length", "mimetype", "headers", "method",
@@ -270,6 +270,12 @@ ALLOWED = {
     ("level2_devops/service/server.py", "run_gunicorn"): "gunicorn's app.run()",
     ("level2_devops/service/server.py", "multiprocess_dir"): "removes its own metrics folder",
     ("level4_deployment/log_writer.py", "_run"): "the writer thread's loop",
+    # the crash journal's own files, named from WORKBOOK_HOME and the worker's pid
+    ("level4_deployment/journal.py", "_open_next"): "opens the worker's next journal file",
+    ("level4_deployment/journal.py", "committed"): "deletes a committed journal segment",
+    ("level4_deployment/journal.py", "close"): "deletes the worker's empty journal file",
+    ("level4_deployment/journal.py", "read_journal"): "reads a journal file",
+    ("level4_deployment/journal.py", "recover_journals"): "deletes a recovered journal file",
 }
 
 

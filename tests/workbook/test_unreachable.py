@@ -215,7 +215,8 @@ def test_prediction_log_with_postgresql_down_mid_run(
     back: the service answers every request; each batch that cannot be written is retried,
     then dropped, counted and logged as one ERROR line; ``/health`` says exactly how many rows
     were dropped; nothing is half-written (the log holds exactly the rows of the batches that
-    went through); once the database is back the rows served after it are written again."""
+    went through); once the database is back the rows served after it are written again, and
+    the crash journal's recovery writes the dropped ones: 95 of 95 in the end."""
     from level2_devops.app import close_service, create_app, start_service
     from level2_devops.service.model_source import ModelFileSource
     from level2_devops.training import TrainConfig, train_and_save
@@ -225,7 +226,8 @@ def test_prediction_log_with_postgresql_down_mid_run(
     settings = Settings(workbook_home=tmp_path / "workbook",
                         database_url=private_postgres.url)
     model = train_and_save(TrainConfig(n_rows=2000), settings=settings).model_path
-    writer = PredictionLogWriter.for_settings(settings, flush_interval=0.1, retry_delay=0.05)
+    writer = PredictionLogWriter.for_settings(settings, flush_interval=0.1, retry_delay=0.05,
+                                              journal=True)
     app = create_app(ModelFileSource(model), APP_CONFIG, sink=PredictionLogSink(writer))
     start_service(app)
     client = app.test_client()
@@ -246,9 +248,12 @@ def test_prediction_log_with_postgresql_down_mid_run(
         sink = client.get("/health").get_json()["sink"]
         assert sink["dropped_write_failed"] == sink["dropped"] == 30
         assert sink["written"] == 40 and sink["submitted"] == 70 and sink["queued"] == 0
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert errors and all(m.startswith("prediction log: dropped a batch of ") and
-                              "after 3 failed writes: " in m for m in errors), errors
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        errors = [m for m in messages if m.startswith("prediction log: dropped a batch of ")]
+        kept = [m for m in messages if m not in errors]
+        assert errors and all("after 3 failed writes: " in m for m in errors), messages
+        assert kept and all("kept in" in m and "log --recover` writes them" in m
+                            for m in kept), messages
         assert sum(int(m.split()[6]) for m in errors) == 30  # each dropped row reported once
 
         private_postgres.start()
@@ -256,6 +261,18 @@ def test_prediction_log_with_postgresql_down_mid_run(
         sink = client.get("/health").get_json()["sink"]
         assert sink["written"] == 65 and sink["dropped"] == 30 and sink["submitted"] == 95
         assert _rows(private_postgres.url) == (65, 65)  # whole batches only, none twice
+        # The dropped batches' rows were kept in the crash journal: `level4 log --recover`
+        # writes them now, and nothing is lost.
+        from level4_deployment.journal import journal_dir, recover_journals
+        from level4_deployment.store import engine_for
+
+        engine = engine_for(settings)
+        try:
+            reports = recover_journals(engine, journal_dir(settings))
+        finally:
+            engine.dispose()
+        assert sum(r.recovered_rows for r in reports) == 30, reports
+        assert _rows(private_postgres.url) == (95, 95)
     finally:
         close_service(app)
     assert writer.stats.written + writer.stats.dropped == writer.stats.submitted == 95

@@ -145,3 +145,12 @@ def recompute_params(key: Key, source: str = "synthetic",
     BLAS, and not worth a second pass)."""
     return [pytest.param(a, id=a.id, marks=() if a.id in blas_free else pytest.mark.figures)
             for a in numeric_answers(key, source)]
+
+
+@pytest.fixture
+def compare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private WORKBOOK_HOME for ``mlops-levels compare``, with no Prefect API (the
+    comparison emits no events)."""
+    monkeypatch.setenv("WORKBOOK_HOME", str(tmp_path / "workbook"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return tmp_path / "workbook"

@@ -24,7 +24,6 @@ from workbook.compare import (
     Assumptions,
     CompareConfig,
     _code_lines,
-    compare,
     extra_dependencies,
     level_policy,
     lines_of_code,
@@ -32,21 +31,13 @@ from workbook.compare import (
 )
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private WORKBOOK_HOME, no Prefect API (the comparison emits no events)."""
-    monkeypatch.setenv("WORKBOOK_HOME", str(tmp_path / "workbook"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    return tmp_path / "workbook"
-
-
 def by_level(report: dict) -> dict[int, dict]:
     return {entry["level"]: entry for entry in report["levels"]}
 
 
 @pytest.mark.slow
-def test_congestion_through_the_command_and_the_report_in_a_browser(home: Path) -> None:
-    out = home.parent / "compare.json"
+def test_congestion_through_the_command_and_the_report_in_a_browser(compare_home: Path) -> None:
+    out = compare_home.parent / "compare.json"
     result = CliRunner().invoke(app, [
         "compare", "--days", "36", "--onset", "2021-01-11", "--rows-per-day", "1500",
         "--assume", "review_minutes=25", "--assume", "complaint_after_days=8",
@@ -102,7 +93,7 @@ def test_congestion_through_the_command_and_the_report_in_a_browser(home: Path) 
     table = result.output[result.output.index("level  RMSE before"):]
     assert [line.split()[0] for line in table.splitlines()[1:6]] == ["L1", "L2", "L3", "L4",
                                                                       "L5"]
-    page = home / "report" / "index.html"
+    page = compare_home / "report" / "index.html"
     assert f"report: {page}" in result.output
     for n in (4, 5):
         assert Path(levels[n]["outputs"]["Evidently report"]).is_file()
@@ -126,33 +117,6 @@ def _link(page: Path, level: str, name: str) -> str:
     text = page.read_text()
     line = next(li for li in re.findall(r"<li>(.*?)</li>", text) if li.startswith(f"{level}:"))
     return re.search(rf"<a href='([^']+)'>{re.escape(name)}</a>", line).group(1)
-
-
-@pytest.mark.slow
-def test_baseline_no_level_retrains_for_drift_and_they_stay_close(home: Path) -> None:
-    config = CompareConfig(scenario="baseline", days=21, rows_per_day=1500)
-    report = compare(config, Assumptions(), home / "compare", jobs=2)
-    levels = by_level(report)
-    for n, entry in levels.items():
-        assert entry["drift_retrains"] == 0, (n, entry["events"])
-        assert entry["rollbacks"] == 0
-        assert entry["recovery_days"] is None
-    assert levels[1]["human_steps"] == levels[2]["human_steps"] == 0
-    assert levels[4]["human_steps"] == 0 and levels[5]["human_steps"] == 0
-    after = [entry["mean_rmse_after_onset"] for entry in levels.values()]
-    assert max(after) - min(after) < 0.02 * min(after), after
-
-
-@pytest.mark.slow
-def test_compare_is_deterministic_for_a_seed_in_one_process_or_two(home: Path) -> None:
-    config = CompareConfig(days=14, onset=dt.date(2021, 1, 5), rows_per_day=1200, levels=(4, 5),
-                           seed=3)
-    one = compare(config, Assumptions(), home / "one", jobs=1)
-    two = compare(config, Assumptions(), home / "two", jobs=2)
-    for a, b in zip(one["levels"], two["levels"], strict=True):
-        assert a["daily_rmse"] == b["daily_rmse"]
-        assert a["events"] == b["events"]
-        assert any(e["kind"] == "alert" for e in a["events"])
 
 
 def test_assumptions_parse_and_refuse_with_the_key_named() -> None:

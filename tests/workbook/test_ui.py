@@ -18,6 +18,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,11 +123,19 @@ def running_ui(home: Settings) -> Iterator[tuple[subprocess.Popen[bytes], dict[s
         process.wait(timeout=30)
 
 
-def _post(url: str, body: dict[str, Any]) -> Any:
+def _post(url: str, body: dict[str, Any], attempts: int = 6) -> Any:
+    """POST JSON; a 503 is retried, as Prefect's own client does (its server answers 503 while
+    its SQLite database is locked by its background services, seen once in CI)."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL
-        return json.loads(response.read())
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 @pytest.mark.slow

@@ -178,22 +178,31 @@ def _prefect_settings(api_url: str) -> Iterator[None]:
 @contextmanager
 def level2_service(model_path: Path, settings: Settings, timeout: float = 60.0) -> Iterator[str]:
     """``mlops-levels level2 serve`` on a free loopback port; its base URL; stopped afterwards."""
+    with _served(["level2", "serve", "--model", str(model_path), "--workers", "1"], settings,
+                 "level2", timeout=timeout, stop_timeout=10) as base_url:
+        yield base_url
+
+
+@contextmanager
+def _served(args: list[str], settings: Settings, name: str, *, timeout: float,
+            stop_timeout: float) -> Iterator[str]:
+    """``mlops-levels ARGS --port P`` on a free loopback port, logged under the home's logs,
+    healthy; its base URL; its process group stopped afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "workbook", "level2", "serve", "--model", str(model_path),
-               "--port", str(port), "--workers", "1"]
+    command = [sys.executable, "-m", "workbook", *args, "--port", str(port)]
     env = {**os.environ, "WORKBOOK_HOME": str(settings.workbook_home)}
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.logs_dir / f"demo-level2-service-{port}.log"
+    log_path = settings.logs_dir / f"demo-{name}-service-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log,
                                    stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, lambda: http_ok(f"{base_url}/health"),
-                           what="the level-2 service", timeout=timeout, log_path=log_path)
+                           what=f"the {name} service", timeout=timeout, log_path=log_path)
         yield base_url
     finally:
-        stop_process_group(process.pid, timeout=10)
+        stop_process_group(process.pid, timeout=stop_timeout)
         process.wait(timeout=5)
 
 
@@ -302,23 +311,9 @@ def _monitor_first_day(settings: Settings, engine: Any, trips: Any,
 def level4_service(settings: Settings, timeout: float = 120.0) -> Iterator[str]:
     """``mlops-levels level4 serve --ab challenger=50`` on a free loopback port (one gunicorn
     worker); its base URL; stopped (the prediction log flushed) afterwards."""
-    port = free_port()
-    command = [sys.executable, "-m", "workbook", "level4", "serve", "--port", str(port),
-               "--workers", "1", "--ab", "challenger=50"]
-    env = {**os.environ, "WORKBOOK_HOME": str(settings.workbook_home)}
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.logs_dir / f"demo-level4-service-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, lambda: http_ok(f"{base_url}/health"),
-                           what="the level-4 service", timeout=timeout, log_path=log_path)
+    with _served(["level4", "serve", "--workers", "1", "--ab", "challenger=50"], settings,
+                 "level4", timeout=timeout, stop_timeout=30) as base_url:
         yield base_url
-    finally:
-        stop_process_group(process.pid, timeout=30)
-        process.wait(timeout=5)
 
 
 def run_level5(options: DemoOptions, settings: Settings, echo: Echo) -> LevelResult:

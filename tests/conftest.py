@@ -27,6 +27,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TLC_TEST_DATA = Path(os.environ.get("TLC_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "tlc"))
 
 
+#: Prefect's console log handler writes to the interpreter's own stderr in the tests. By default
+#: it takes ``sys.stderr`` when Prefect first sets its logging up — inside a ``CliRunner.invoke``
+#: that is the runner's stream, closed when the command returns, and every later Prefect log of
+#: that test process then fails ("I/O operation on closed file"; in a flow run whose prints are
+#: logged, a RecursionError: seen in CI on three tests that ran after an in-process command).
+#: ``sys.__stderr__`` is fd 2, which pytest still captures.
+PREFECT_TEST_LOGGING = {"PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM": "ext://sys.__stderr__"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Environment every test process needs before it imports Prefect (see above)."""
+    for name, value in PREFECT_TEST_LOGGING.items():
+        os.environ.setdefault(name, value)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass

@@ -9,9 +9,9 @@ prepared once per module (about 15 s) and copied for each test.
   as a subflow) against the session's Prefect server records alert, retrain and promote, in the
   events table and as Prefect events;
 - a Prefect server that does not answer: one error line, exit 2, nothing recorded;
-- approval required: ``run --once`` (a subprocess) pauses; ``level5 approve`` resumes it with
-  its answer and the run promotes; a resume with ``reject`` (the Prefect UI's form) leaves the
-  champion, and the flow records the answer itself;
+- approval required: ``run --once`` (a subprocess) pauses; another workbook's answer leaves it
+  paused; ``level5 approve`` resumes it with its answer and the run promotes; a resume with
+  ``reject`` (the Prefect UI's form) leaves the champion, and the flow records the answer itself;
 - team mode: its own ``prefect server start``, a process work pool, a ``prefect worker``
   subprocess; the monitor deployment alerts, the automation starts the retrain deployment, its
   run completes through the worker, all read back from the server's API.
@@ -203,8 +203,16 @@ def paused_run(prepared: Path, tmp_path: Path,
 
 def test_approval_required_pauses_the_run_and_approve_resumes_it_and_promotes(
         paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str,
-        cli: Callable[..., Any]) -> None:
+        cli: Callable[..., Any], tmp_path: Path) -> None:
+    from level5_automation.run import resume_paused
+
     home, process, run = paused_run
+    # another workbook's answer about its own v2 leaves this run alone: another folder, or
+    # this folder under another WORKBOOK_ID (another pause key)
+    for other in (Settings(workbook_home=tmp_path / "other", prefect_api_url=prefect_api),
+                  Settings(workbook_home=home, prefect_api_url=prefect_api,
+                           workbook_id="another")):
+        assert resume_paused(other, "2", "reject", by="another workbook") == []
     done = cli("approve", "2", "--note", "looks right", "--day", DAY, env={
         "WORKBOOK_HOME": str(home), "PREFECT_API_URL": prefect_api})
     assert done.exit_code == 0, done.output

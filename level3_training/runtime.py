@@ -58,7 +58,8 @@ def apply_environment_defaults(settings: Settings,
 
 
 #: The variables :meth:`Settings.from_env` reads for paths and tracking (not Prefect's own).
-_SETTINGS_VARIABLES = ("WORKBOOK_HOME", "TLC_BASE_URL", "MLFLOW_TRACKING_URI", "DATABASE_URL")
+_SETTINGS_VARIABLES = ("WORKBOOK_HOME", "TLC_BASE_URL", "MLFLOW_TRACKING_URI", "DATABASE_URL",
+                       "WORKBOOK_ID")
 
 
 def settings_variables(settings: Settings) -> dict[str, str | None]:
@@ -66,7 +67,7 @@ def settings_variables(settings: Settings) -> dict[str, str | None]:
     tracking store (None: the variable must be unset)."""
     return {"WORKBOOK_HOME": str(settings.workbook_home), "TLC_BASE_URL": settings.tlc_base_url,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-            "DATABASE_URL": settings.database_url}
+            "DATABASE_URL": settings.database_url, "WORKBOOK_ID": settings.workbook_id}
 
 
 @contextmanager

@@ -302,7 +302,7 @@ def run(
     WORKBOOK_HOME, started if none runs): monitor → decide → retrain → evaluate → promote or
     reject → watch → roll back, every decision an event."""
     with _one_line_errors():
-        from level5_automation.events import flush_prefect_events, format_events
+        from level5_automation.events import flush_prefect_events, format_events, workbook_id
         from level5_automation.policy import load_policy
         from level5_automation.run import choose_server, prepare
         from taxi_common.errors import BadInputError
@@ -313,10 +313,11 @@ def run(
         if approval_poll < 1:
             raise BadInputError(f"--approval-poll {approval_poll}: at least 1 second")
         settings = _settings()
+        workbook = workbook_id(settings)  # a wrong WORKBOOK_ID is one line, before anything
         _engine(settings).dispose()  # the database answers (or one line)
         settings = prepare(settings, choose_server(
             settings, echo=lambda line: typer.echo(line, err=True)))
-        typer.echo(f"Prefect API: {settings.prefect_api_url}", err=True)
+        typer.echo(f"Prefect API: {settings.prefect_api_url}; workbook id {workbook}", err=True)
         if once and work_pool is None:
             from level5_automation.run import run_once_embedded
 
@@ -346,16 +347,18 @@ def run(
             from level5_automation.run import deploy
 
             ids = deploy(settings, policy_path, work_pool, cron=cron)
-            typer.echo(f"deployed level5-monitor/taxi-duration ({cron}) and "
-                       f"level5-retrain/taxi-duration (started by the automation on "
-                       f"level5.alert) to work pool {work_pool}: {ids['monitor']}, "
+            typer.echo(f"deployed level5-monitor/taxi-duration-{workbook} ({cron}) and "
+                       f"level5-retrain/taxi-duration-{workbook} (started by the automation "
+                       f"on this workbook's level5.alert) to work pool {work_pool}: "
+                       f"{ids['monitor']}, "
                        f"{ids['retrain']}\nstart a worker: PREFECT_API_URL="
                        f"{settings.prefect_api_url} prefect worker start --pool {work_pool}")
             return
         from level5_automation.run import serve
 
-        typer.echo(f"serving level5-monitor ({cron}) and level5-retrain (automation) in this "
-                   "process; Ctrl-C stops", err=True)
+        typer.echo(f"serving level5-monitor/taxi-duration-{workbook} ({cron}) and "
+                   f"level5-retrain/taxi-duration-{workbook} (automation) in this process; "
+                   "Ctrl-C stops", err=True)
         serve(settings, policy_path, cron=cron)
 
 

@@ -10,6 +10,12 @@ is configured (``PREFECT_API_URL``), emitted as a Prefect event (``level5.<kind>
 shows in Prefect's UI and automations can react to it. Without one nothing is emitted: a
 temporary Prefect server is never started for an event.
 
+A Prefect server may serve several workbooks (team members, a simulation beside the real loop):
+the events are about the workbook's own resource, ``mlops-levels.level5.taxi-duration.<id>``,
+where ``<id>`` is :func:`workbook_id` (the setting ``WORKBOOK_ID``, else 8 hex digits derived
+from the resolved ``WORKBOOK_HOME``), and the retrain automation of a workbook matches only its
+resource.
+
 Kinds:
 
 - ``alert``: a monitored day broke a trigger threshold of the policy;
@@ -26,10 +32,13 @@ Kinds:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -57,7 +66,10 @@ KINDS = ("alert", "retrain", "promote", "reject", "rollback", "pending", "approv
 #: The kinds that answer a ``pending`` event of the same version (``approve`` marks it approved;
 #: ``promote`` or ``reject`` end it).
 RESOLVING = ("approve", "reject", "promote")
+#: The prefix of a workbook's Prefect resource id (:func:`resource_id` adds the workbook's id).
 PREFECT_RESOURCE = "mlops-levels.level5.taxi-duration"
+#: What a ``WORKBOOK_ID`` may be: it ends up in resource ids, deployment names and pause keys.
+WORKBOOK_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 
 metadata = MetaData()
@@ -123,6 +135,9 @@ def record_event(engine: Engine, event: Event, *, settings: Settings | None = No
     the stored event (with its id)."""
     from level4_deployment.store import utc_now
 
+    emit_to = settings if settings is not None and settings.prefect_api_url else None
+    if emit_to is not None:
+        workbook_id(emit_to)  # a wrong WORKBOOK_ID is an error before the row is stored
     with engine.begin() as conn:
         result = conn.execute(events.insert().values(
             day=event.day, kind=event.kind, version=event.version, reason=event.reason,
@@ -131,22 +146,50 @@ def record_event(engine: Engine, event: Event, *, settings: Settings | None = No
                        json.loads(_json(event.details)), int(result.inserted_primary_key[0]))
     level = logging.WARNING if event.kind in ("alert", "error", "rollback") else logging.INFO
     logger.log(level, "%s", stored.line())
-    if settings is not None and settings.prefect_api_url:
-        emit_to_prefect(stored)
+    if emit_to is not None:
+        emit_to_prefect(stored, emit_to)
     return stored
 
 
-def emit_to_prefect(event: Event) -> None:
-    """Send ``event`` as the Prefect event ``level5.<kind>``; a Prefect that does not answer is
-    logged by Prefect's own events worker, never fatal (the event is in the table)."""
+def workbook_id(settings: Settings) -> str:
+    """The workbook's short stable id on a shared Prefect server: the setting ``WORKBOOK_ID``
+    (lower-case letters, digits and dashes, at most 32), else the first 8 hex digits of the
+    SHA-256 of the resolved ``WORKBOOK_HOME`` path — the same folder gives the same id in every
+    process, a copy of a workbook in another folder another one. Two machines whose workbooks
+    have the same path and share one server need ``WORKBOOK_ID``."""
+    if settings.workbook_id is not None:
+        if not WORKBOOK_ID_PATTERN.fullmatch(settings.workbook_id):
+            raise BadInputError(f"WORKBOOK_ID {settings.workbook_id!r}: lower-case letters, "
+                                "digits and dashes, at most 32, starting with a letter or digit")
+        return settings.workbook_id
+    home = str(Path(settings.workbook_home).expanduser().resolve())
+    return hashlib.sha256(home.encode()).hexdigest()[:8]
+
+
+def resource_id(settings: Settings) -> str:
+    """The workbook's Prefect resource: ``mlops-levels.level5.taxi-duration.<workbook id>``."""
+    return f"{PREFECT_RESOURCE}.{workbook_id(settings)}"
+
+
+def prefect_resource(settings: Settings) -> dict[str, str]:
+    """The resource of the workbook's Prefect events (what the retrain automation matches)."""
+    return {"prefect.resource.id": resource_id(settings),
+            "prefect.resource.name": f"taxi-duration (level 5 loop, workbook "
+                                     f"{workbook_id(settings)})",
+            "mlops-levels.workbook-home": str(settings.workbook_home)}
+
+
+def emit_to_prefect(event: Event, settings: Settings) -> None:
+    """Send ``event`` as the Prefect event ``level5.<kind>`` of ``settings``' workbook; a
+    Prefect that does not answer is logged by Prefect's own events worker, never fatal (the
+    event is in the table)."""
     from prefect.events import emit_event
 
-    related = ([{"prefect.resource.id": f"{PREFECT_RESOURCE}.version.{event.version}",
+    resource = prefect_resource(settings)
+    related = ([{"prefect.resource.id": f"{resource['prefect.resource.id']}.version."
+                                        f"{event.version}",
                  "prefect.resource.role": "model-version"}] if event.version else None)
-    emit_event(event=f"level5.{event.kind}",
-               resource={"prefect.resource.id": PREFECT_RESOURCE,
-                         "prefect.resource.name": "taxi-duration (level 5 loop)"},
-               related=related,
+    emit_event(event=f"level5.{event.kind}", resource=resource, related=related,
                payload={"day": event.day.isoformat(), "kind": event.kind,
                         "version": event.version, "reason": event.reason,
                         "details": event.details})

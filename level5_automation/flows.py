@@ -14,12 +14,18 @@ for a person) → watch → roll back.
   "required"`` — a **paused flow run** (``pause_flow_run(wait_for_input=ReviewInput)``) that
   ``mlops-levels level5 approve|reject VERSION`` or the Prefect UI's resume form resumes.
   Deployed, it is started by an **automation**: :func:`retrain_trigger`, a
-  ``DeploymentEventTrigger`` on ``level5.alert`` and ``level5.retrain-due``.
+  ``DeploymentEventTrigger`` on ``level5.alert`` and ``level5.retrain-due`` of the workbook's
+  own resource.
 - ``level5-tick`` (:func:`tick_flow`): both in one run, in this process (``level5 run --once``).
 
 The steps are the plain functions of :mod:`level5_automation.loop`, one task each; the flows add
 runs with their parameters, states and logs in Prefect, the automation and the pause. Every
 decision is still an event in the events table, logged, and a Prefect event.
+
+Several workbooks can share a Prefect server: the deployments (:func:`deployment_name`:
+``taxi-duration-<id>``), the automation's match (the resource
+``mlops-levels.level5.taxi-duration.<id>``) and the pause keys (:func:`pause_key`) carry the
+workbook's id (:func:`level5_automation.events.workbook_id`).
 
 Importing this module imports Prefect: the CLI imports it inside ``level5 run`` after the
 environment is prepared (``PREFECT_HOME``, ``PREFECT_API_URL``).
@@ -37,7 +43,14 @@ from prefect.events import emit_event
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.input import RunInput
 
-from level5_automation.events import PREFECT_RESOURCE, Event, read_events, review
+from level5_automation.events import (
+    Event,
+    prefect_resource,
+    read_events,
+    resource_id,
+    review,
+    workbook_id,
+)
 from level5_automation.loop import (
     Challenger,
     Loop,
@@ -54,8 +67,8 @@ from level5_automation.loop import (
 )
 from taxi_common.settings import Settings
 
-MONITOR_DEPLOYMENT = "taxi-duration"
-RETRAIN_DEPLOYMENT = "taxi-duration"
+#: The deployments' name without the workbook's id (:func:`deployment_name` adds it).
+DEPLOYMENT_PREFIX = "taxi-duration"
 MONITOR_FLOW = "level5-monitor"
 RETRAIN_FLOW = "level5-retrain"
 #: The Prefect events that start the retrain deployment (through the automation).
@@ -71,9 +84,16 @@ class ReviewInput(RunInput):
     by: str = "the Prefect UI"
 
 
-def pause_key(version: str) -> str:
-    """The key of the pause of a promotion of ``version`` (how ``level5 approve`` finds it)."""
-    return f"level5-approve-v{version}"
+def deployment_name(settings: Settings) -> str:
+    """The name of the workbook's monitor and retrain deployments, ``taxi-duration-<id>``
+    (``level5-monitor/taxi-duration-<id>``, ``level5-retrain/taxi-duration-<id>``)."""
+    return f"{DEPLOYMENT_PREFIX}-{workbook_id(settings)}"
+
+
+def pause_key(settings: Settings, version: str) -> str:
+    """The key of the pause of a promotion of ``version`` in ``settings``' workbook,
+    ``level5-approve-<id>-v<N>`` (how ``level5 approve`` finds it)."""
+    return f"level5-approve-{workbook_id(settings)}-v{version}"
 
 
 # --- the loop of a flow run ------------------------------------------------------------------
@@ -182,7 +202,8 @@ def await_review(loop: Loop, today: dt.date, pending: Event, poll_seconds: int) 
                 "approve %s (or reject), or the resume form in the Prefect UI", version, version)
     try:
         answer = pause_flow_run(wait_for_input=ReviewInput, timeout=days * 86_400,
-                                poll_interval=poll_seconds, key=pause_key(version))
+                                poll_interval=poll_seconds,
+                                key=pause_key(loop.settings, version))
     except FlowPauseTimeout:
         logger.warning("no answer for v%s within %d days", version, days)
         return []
@@ -226,9 +247,7 @@ def monitor_flow(today: str | None = None, labelled_through: str | None = None,
         out = summary(result, monitored=labelled.isoformat())
         alerted = any(e.kind == "alert" for e in result.events)
         if out["retrain"] and not alerted:
-            emit_event(event="level5.retrain-due",
-                       resource={"prefect.resource.id": PREFECT_RESOURCE,
-                                 "prefect.resource.name": "taxi-duration (level 5 loop)"},
+            emit_event(event="level5.retrain-due", resource=prefect_resource(loop.settings),
                        payload={"day": day.isoformat(), "kind": "retrain-due",
                                 "details": {"monitored_day": labelled.isoformat(),
                                             "trigger": out["trigger"]},
@@ -284,15 +303,16 @@ def tick_flow(today: str | None = None, labelled_through: str | None = None,
 
 # --- deployments -----------------------------------------------------------------------------
 
-def retrain_trigger() -> DeploymentEventTrigger:
-    """The automation that starts the retrain deployment: any ``level5.alert`` or
-    ``level5.retrain-due`` event of the loop's resource, with the event's day and monitored
-    day as the run's parameters."""
+def retrain_trigger(settings: Settings) -> DeploymentEventTrigger:
+    """The automation that starts the workbook's retrain deployment: any ``level5.alert`` or
+    ``level5.retrain-due`` event of the workbook's resource (not another workbook's), with the
+    event's day and monitored day as the run's parameters."""
     return DeploymentEventTrigger(
-        name="level5: retrain on alert",
-        description="mlops-levels level 5: an alert (or a retrain due) starts the retrain",
+        name=f"level5: retrain on alert ({workbook_id(settings)})",
+        description="mlops-levels level 5: an alert (or a retrain due) of the workbook "
+                    f"{settings.workbook_home} starts its retrain",
         expect=set(RETRAIN_EVENTS),
-        match={"prefect.resource.id": PREFECT_RESOURCE},
+        match={"prefect.resource.id": resource_id(settings)},
         posture="Reactive", threshold=1,
         parameters={"today": "{{ event.payload.day }}",
                     "labelled_through": "{{ event.payload.details.monitored_day }}"})

@@ -3,6 +3,10 @@
 - The server: ``PREFECT_API_URL`` when set (it must answer: otherwise one error line and
   nothing is done), else the background server recorded under ``WORKBOOK_HOME`` (level 3's
   ``level3 server start``), else one is started in the background and recorded there.
+- The names: the deployments are ``level5-monitor/taxi-duration-<id>`` and
+  ``level5-retrain/taxi-duration-<id>``, ``<id>`` the workbook's
+  (:func:`level5_automation.events.workbook_id`), and the automation matches only that
+  workbook's events: several workbooks share a server without starting each other's runs.
 - Embedded (no ``--work-pool``): the monitor and retrain deployments are served in this process
   (``prefect.serve``): the monitor on a cron schedule, the retrain started by the automation
   on ``level5.alert`` / ``level5.retrain-due``. ``--once``: one tick (``level5-tick``) runs here
@@ -83,11 +87,15 @@ def prepare(settings: Settings, api_url: str) -> Settings:
 
 def job_environment(settings: Settings) -> dict[str, str]:
     """What a worker's flow-run process needs in its environment to use the same folder,
-    database and tracking store as this command."""
+    database and tracking store as this command, and the same workbook id (``WORKBOOK_ID``,
+    as derived here: a worker whose path to the folder differs still emits this workbook's
+    events)."""
     from level3_training.runtime import environment_defaults, settings_variables
+    from level5_automation.events import workbook_id
 
     env = {k: v for k, v in settings_variables(settings).items() if v}
     env.update(environment_defaults(settings))
+    env["WORKBOOK_ID"] = workbook_id(settings)
     return env
 
 
@@ -124,13 +132,9 @@ def deploy(settings: Settings, policy_path: str | None, pool: str, *,
     the process pool ``pool``, loading the flows from this project's folder; their ids."""
     from prefect import flow as prefect_flow
 
-    from level5_automation.flows import (
-        MONITOR_DEPLOYMENT,
-        RETRAIN_DEPLOYMENT,
-        flow_parameters,
-        retrain_trigger,
-    )
+    from level5_automation.flows import deployment_name, flow_parameters, retrain_trigger
 
+    name = deployment_name(settings)
     ensure_work_pool(pool)
     common = {"work_pool_name": pool, "job_variables": {"env": job_environment(settings)},
               "parameters": flow_parameters(settings, policy_path), "print_next_steps": False,
@@ -140,9 +144,9 @@ def deploy(settings: Settings, policy_path: str | None, pool: str, *,
     retrain = prefect_flow.from_source(source=str(PROJECT_ROOT),
                                        entrypoint=f"{FLOWS_FILE}:retrain_flow")
     with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a table per deploy
-        return {"monitor": monitor.deploy(name=MONITOR_DEPLOYMENT, cron=cron, **common),
-                "retrain": retrain.deploy(name=RETRAIN_DEPLOYMENT,
-                                          triggers=[retrain_trigger()], **common)}
+        return {"monitor": monitor.deploy(name=name, cron=cron, **common),
+                "retrain": retrain.deploy(name=name, triggers=[retrain_trigger(settings)],
+                                          **common)}
 
 
 def serve(settings: Settings, policy_path: str | None, *, cron: str) -> None:
@@ -151,19 +155,16 @@ def serve(settings: Settings, policy_path: str | None, *, cron: str) -> None:
     from prefect import serve as prefect_serve
 
     from level5_automation.flows import (
-        MONITOR_DEPLOYMENT,
-        RETRAIN_DEPLOYMENT,
+        deployment_name,
         flow_parameters,
         monitor_flow,
         retrain_flow,
         retrain_trigger,
     )
 
-    parameters = flow_parameters(settings, policy_path)
-    prefect_serve(monitor_flow.to_deployment(name=MONITOR_DEPLOYMENT, cron=cron,
-                                             parameters=parameters),
-                  retrain_flow.to_deployment(name=RETRAIN_DEPLOYMENT,
-                                             triggers=[retrain_trigger()],
+    name, parameters = deployment_name(settings), flow_parameters(settings, policy_path)
+    prefect_serve(monitor_flow.to_deployment(name=name, cron=cron, parameters=parameters),
+                  retrain_flow.to_deployment(name=name, triggers=[retrain_trigger(settings)],
                                              parameters=parameters))
 
 
@@ -254,7 +255,10 @@ def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
                   note: str = "") -> list[str]:
     """Resume the paused flow runs waiting for an answer about ``version`` of this workbook
     with ``decision`` (Prefect's ``resume_flow_run(run_id, run_input=...)``); their names.
-    Nothing is asked of Prefect when no server is configured or recorded."""
+    A run is this workbook's when its pause key carries the workbook's id and its
+    ``workbook_home`` parameter is this folder: another workbook's paused run on the same
+    server is left alone. Nothing is asked of Prefect when no server is configured or
+    recorded."""
     from level3_training.prefect_server import recorded_server
 
     api = settings.prefect_api_url
@@ -282,7 +286,8 @@ def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
     home = str(settings.workbook_home)
     resumed = []
     for run in runs:
-        if (run.state is None or run.state.state_details.pause_key != pause_key(version)
+        if (run.state is None
+                or run.state.state_details.pause_key != pause_key(settings, version)
                 or str(Path(run.parameters.get("workbook_home") or "").resolve()) != home):
             continue
         resume_flow_run(run.id, run_input={"decision": decision, "by": by, "note": note})

@@ -19,6 +19,9 @@ class Settings:
 
     ``workbook_home`` holds the data cache, models, mlflow.db, Prefect home, logs and reports.
     The service URLs are ``None`` in the embedded default (local files, temporary servers).
+    ``workbook_id`` names the workbook on a shared server (level 5's Prefect resource,
+    deployments and automation); ``None`` derives it from ``workbook_home``
+    (:func:`level5_automation.events.workbook_id`).
     """
 
     workbook_home: Path
@@ -26,6 +29,7 @@ class Settings:
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
     database_url: str | None = None
+    workbook_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -38,6 +42,7 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             prefect_api_url=env.get("PREFECT_API_URL") or None,
             database_url=env.get("DATABASE_URL") or None,
+            workbook_id=env.get("WORKBOOK_ID") or None,
         )
 
     def with_home(self, home: Path) -> Settings:

@@ -121,7 +121,7 @@ def test_with_a_prefect_api_every_event_is_a_prefect_event(
         prefect_api: str, tmp_path: Path) -> None:
     import httpx
 
-    from level5_automation.events import flush_prefect_events
+    from level5_automation.events import flush_prefect_events, workbook_id
 
     settings = Settings(workbook_home=tmp_path, prefect_api_url=prefect_api)
     engine = engine_for(settings)
@@ -139,7 +139,9 @@ def test_with_a_prefect_api_every_event_is_a_prefect_event(
         time.sleep(0.5)
     assert found, "the rollback did not reach Prefect's event API"
     event = found[0]
-    assert event["resource"]["prefect.resource.id"] == "mlops-levels.level5.taxi-duration"
+    assert event["resource"]["prefect.resource.id"] == (
+        f"mlops-levels.level5.taxi-duration.{workbook_id(settings)}")
+    assert event["resource"]["mlops-levels.workbook-home"] == str(tmp_path)
     assert event["payload"]["day"] == "2021-02-02" and event["payload"]["version"] == "3"
     assert event["payload"]["reason"] == "watch: live RMSE 9.1 vs 7.2"
     assert event["related"][0]["prefect.resource.id"].endswith(".version.3")

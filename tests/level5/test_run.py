@@ -9,9 +9,9 @@ prepared once per module (about 15 s) and copied for each test.
   as a subflow) against the session's Prefect server records alert, retrain and promote, in the
   events table and as Prefect events;
 - a Prefect server that does not answer: one error line, exit 2, nothing recorded;
-- approval required: ``run --once`` (a subprocess) pauses; ``level5 approve`` resumes it with
-  its answer and the run promotes; a resume with ``reject`` (the Prefect UI's form) leaves the
-  champion, and the flow records the answer itself;
+- approval required: ``run --once`` (a subprocess) pauses; another workbook's answer leaves it
+  paused; ``level5 approve`` resumes it with its answer and the run promotes; a resume with
+  ``reject`` (the Prefect UI's form) leaves the champion, and the flow records the answer itself;
 - team mode: its own ``prefect server start``, a process work pool, a ``prefect worker``
   subprocess; the monitor deployment alerts, the automation starts the retrain deployment, its
   run completes through the worker, all read back from the server's API.
@@ -189,7 +189,8 @@ def paused_run(prepared: Path, tmp_path: Path,
                          if r["state_type"] == "PAUSED"
                          and r["parameters"].get("workbook_home") == str(home.resolve())), None)
         run = wait_for("a paused level5-tick run", paused, timeout=120)
-        assert run["state"]["state_details"]["pause_key"] == pause_key("2")
+        assert run["state"]["state_details"]["pause_key"] == pause_key(
+            Settings(workbook_home=home), "2")
         assert [e.kind for e in events_of(home)][-3:] == ["alert", "retrain", "pending"]
         assert champion_of(home) == "1"
         yield home, process, run
@@ -202,8 +203,16 @@ def paused_run(prepared: Path, tmp_path: Path,
 
 def test_approval_required_pauses_the_run_and_approve_resumes_it_and_promotes(
         paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str,
-        cli: Callable[..., Any]) -> None:
+        cli: Callable[..., Any], tmp_path: Path) -> None:
+    from level5_automation.run import resume_paused
+
     home, process, run = paused_run
+    # another workbook's answer about its own v2 leaves this run alone: another folder, or
+    # this folder under another WORKBOOK_ID (another pause key)
+    for other in (Settings(workbook_home=tmp_path / "other", prefect_api_url=prefect_api),
+                  Settings(workbook_home=home, prefect_api_url=prefect_api,
+                           workbook_id="another")):
+        assert resume_paused(other, "2", "reject", by="another workbook") == []
     done = cli("approve", "2", "--note", "looks right", "--day", DAY, env={
         "WORKBOOK_HOME": str(home), "PREFECT_API_URL": prefect_api})
     assert done.exit_code == 0, done.output
@@ -235,8 +244,10 @@ def test_a_reject_from_the_resume_form_is_recorded_by_the_flow_and_the_champion_
 def test_team_mode_the_automation_starts_the_retrain_deployment_run_by_the_worker(
         prepared: Path, tmp_path: Path) -> None:
     from level3_training.prefect_server import running_server
+    from level5_automation.flows import deployment_name
 
     home, policy = copy_of(prepared, tmp_path)
+    name = deployment_name(Settings(workbook_home=home))
     with running_server(tmp_path / "server") as server:
         api = server.api_url
         env = environment(home, api, PREFECT_WORKER_QUERY_SECONDS="1",
@@ -257,7 +268,7 @@ def test_team_mode_the_automation_starts_the_retrain_deployment_run_by_the_worke
             assert [p["type"] for p in pools if p["name"] == "level5-test"] == ["process"]
             automations = api_post(api, "/automations/filter", {})
             retrain_trigger = next(a for a in automations if a["name"] ==
-                                   "level5: retrain on alert")
+                                   f"level5: retrain on alert ({name.rsplit('-', 1)[1]})")
             assert set(retrain_trigger["trigger"]["expect"]) == {"level5.alert",
                                                                  "level5.retrain-due"}
             monitor = flow_runs(api, "level5-monitor")
@@ -269,6 +280,9 @@ def test_team_mode_the_automation_starts_the_retrain_deployment_run_by_the_worke
             assert retrain[0]["parameters"]["today"] == DAY
             assert monitor[0]["work_pool_name"] == retrain[0]["work_pool_name"] == "level5-test"
             assert retrain[0]["deployment_id"] == retrain_trigger["actions"][0]["deployment_id"]
+            deployments = api_post(api, "/deployments/filter", {})
+            assert sorted(d["name"] for d in deployments) == [name, name]  # monitor, retrain
+            assert name.startswith("taxi-duration-") and len(name) == len("taxi-duration-") + 8
         finally:
             from taxi_common.local_servers import stop_process_group
 

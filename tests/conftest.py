@@ -12,8 +12,11 @@ import functools
 import http.server
 import os
 import sys
+import threading
 import uuid
+import warnings
 from collections.abc import Iterator
+from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -89,7 +92,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from level3_training.runtime import environment_defaults
 
     home = tmp_path_factory.mktemp("prefect")
-    server = start_server(home / "server-home")
+    keeper = _ServerKeeper(start_server(home / "server-home"), home / "server-home")
+    server = keeper.server
     # level 3's own defaults, set here so that run_training's setdefault adds none of them to
     # os.environ for good: all are undone when the session ends
     env = {**environment_defaults(Settings(workbook_home=home)),  # PREFECT_HOME: home/prefect
@@ -103,9 +107,43 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
             stack.enter_context(temporary_settings(
                 updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: env["PREFECT_HOME"]}))
-        stack.callback(server.stop)
+        stack.callback(keeper.stop)
         stack.callback(_drain_prefect_logs)  # runs first: send queued logs while the API is up
+        keeper.start()
         yield server.api_url
+
+
+class _ServerKeeper:
+    """Watches the session's Prefect server: one that dies under the suite (twice in CI on a
+    machine shared with other sessions: gone without a line in its log, so killed from
+    outside) is started again on the same port and database, with a warning naming how it
+    ended, instead of failing every later test of that worker with ConnectError."""
+
+    def __init__(self, server: Any, home: Path, poll_seconds: float = 1.0) -> None:
+        self.server, self.home, self.poll_seconds = server, home, poll_seconds
+        self.restarts: list[int | None] = []  # how each dead server ended (its return code)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="prefect-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        from level3_training.prefect_server import start_server
+
+        while not self._stopping.wait(self.poll_seconds):
+            code = self.server.process.poll()
+            if code is None or self._stopping.is_set():
+                continue
+            self.restarts.append(code)
+            warnings.warn(f"the session's Prefect server on port {self.server.port} ended "
+                          f"(return code {code}); started again", stacklevel=1)
+            self.server = start_server(self.home, self.server.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        self.server.stop()
 
 
 def _drain_prefect_logs() -> None:

@@ -1,12 +1,18 @@
-"""The test processes' Prefect logging survives a command run in process (tests/conftest.py)."""
+"""The suite's own harness (tests/conftest.py): Prefect's logging survives a command run in
+process, and the session's Prefect server comes back when something kills it."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from tests.conftest import PREFECT_TEST_LOGGING
+import pytest
+
+from tests.conftest import PREFECT_TEST_LOGGING, _ServerKeeper
 
 # Prefect sets its logging up inside a CliRunner (its stream closed afterwards), then logs.
 SCRIPT = """
@@ -44,3 +50,24 @@ def test_without_it_the_console_handler_keeps_the_closed_stream() -> None:
     done = _run({})
     assert done.stdout.strip() == "closed", (done.stdout, done.stderr)
     assert "Logging error" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_prefect_server_is_started_again_on_its_port(tmp_path: Path) -> None:
+    from level3_training.prefect_server import is_healthy, start_server
+
+    home = tmp_path / "server-home"
+    keeper = _ServerKeeper(start_server(home), home, poll_seconds=0.2)
+    first, url = keeper.server, keeper.server.api_url
+    keeper.start()
+    try:
+        with pytest.warns(UserWarning, match="return code -9"):
+            os.killpg(first.process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 90
+            while not (keeper.server is not first and is_healthy(url)):
+                assert time.monotonic() < deadline, "the server did not come back"
+                time.sleep(0.2)
+        assert keeper.restarts == [-9] and keeper.server.api_url == url
+    finally:
+        keeper.stop()
+    assert keeper.server.process.poll() is not None and not is_healthy(url)

@@ -16,9 +16,9 @@ import threading
 import uuid
 import warnings
 from collections.abc import Iterator
-from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 

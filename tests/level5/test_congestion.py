@@ -1,16 +1,21 @@
 """Congestion through the whole loop: detected, retrained, promoted, recovered; the frozen first
 champion (no loop: level 2's way of operating) stays degraded on the same rides.
 
-One simulation, shared by the tests: 36 days from 2021-01-01, congestion (strength 1) from
-2021-01-15, about 2,000 trips a day (fewer trips a day learn the new world more slowly), the
-shipped policy. The issue asks for 60 days; 36 cover the 14 days before the onset, the 7 days
-it may take to promote and the 14 days after, and take about 90 s here instead of 150.
+One simulation, shared by the tests: the issue's 60 days from 2021-01-01, congestion (strength 1)
+from 2021-01-15 (a Friday, judged on its own metrics; the 14 days before it start on the first
+simulated day), about 2,000 trips a day (fewer trips a day learn the new world more slowly), the
+shipped policy. About 50 s alone here (80 s beside another simulation); the 60 days cover the 14
+days before the onset, the 7 days it may take to promote, the 14 days after the promotion and
+the 14 after those.
 
-Measured with these settings (README, "Measured"): 14 days before the onset 6.59 minutes;
-the 14 days after the first promotion 7.46 (+13 %), the frozen champion 8.31 (+26 %). The
-issue's "within 10 %" is out of reach in those first 14 days: the congested city is harder
-to predict (Manhattan trips 1.5 times longer have 1.5 times the spread) — a model fitted on 14
-days of it scores +8 % — and the first challengers know only 1-5 days of it.
+Measured with these settings (README, "Measured"; the same with OPENBLAS_NUM_THREADS=1 and 2:
+the simulation limits BLAS and OpenMP to one thread): first alert +1 day (on the onset day's
+metrics), first promotion +2 days; 14 days before the onset 6.590 minutes; the 14 days after
+the first promotion 7.461 (+13 %), the frozen champion 8.312 (+26 %); the 14 days after those
+7.242 (+9.9 %), frozen 8.364 (+27 %). The issue's "within 10 %" over the first 14 days after
+the promotion is out of reach: the congested city is harder to predict (Manhattan trips 1.5
+times longer have 1.5 times the spread) — a model fitted on 14 days of it scores +8 % — and the
+first challengers know only 1-5 days of it. The test asserts what is reached, with margins.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ pytestmark = pytest.mark.slow
 def congestion(tmp_path_factory: pytest.TempPathFactory, mlflow_cache: Path) -> Any:
     home = tmp_path_factory.mktemp("congestion") / "sim"
     return run_simulation(home, mlflow_cache, scenario="congestion", start=day("2021-01-01"),
-                          days=36, onset=ONSET, rows_per_day=2000, seed=0)
+                          days=60, onset=ONSET, rows_per_day=2000, seed=0)
 
 
 def _first_promotion_after_onset(result: Any) -> Any:
@@ -75,6 +80,14 @@ def test_the_loop_recovers_and_the_frozen_model_stays_degraded(congestion: Any) 
     assert frozen - loop > 0.5, (loop, frozen)  # minutes of RMSE the loop wins back
     recovered = (frozen - loop) / (frozen - before)
     assert recovered > 0.35, recovered
+    # the 14 days after those: measured loop 7.24 (+9.9 %), frozen 8.36 (+27 %)
+    later = (window[1] + dt.timedelta(days=1), window[1] + dt.timedelta(days=14))
+    loop_later = congestion.mean("rmse", *later)
+    frozen_later = congestion.mean("frozen_rmse", *later)
+    assert loop_later < loop - 0.1, (loop, loop_later)  # it keeps learning the congested city
+    assert loop_later < 1.12 * before, (before, loop_later)
+    assert frozen_later > 1.2 * before, (before, frozen_later)  # the congestion still lasts
+    assert frozen_later - loop_later > 0.8, (loop_later, frozen_later)
 
 
 def test_every_decision_has_a_reason_and_the_first_champion_is_the_bootstrap(

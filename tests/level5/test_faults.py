@@ -1,5 +1,6 @@
-"""Without drift the loop stays put; with failures injected it keeps the champion, records why,
-and goes on the next day."""
+"""With failures injected the loop keeps the champion, records why, and goes on the next day
+(14 baseline days; the 90 days without drift are in ``test_baseline.py``, a file of their own so
+that the two test workers can run them beside the congestion simulation)."""
 
 from __future__ import annotations
 
@@ -14,27 +15,6 @@ from level5_automation.simulation import Fault
 from .conftest import day, run_simulation
 
 pytestmark = pytest.mark.slow
-
-
-def test_baseline_no_drift_promotion_and_no_rollback(tmp_path: Path, mlflow_cache: Path) -> None:
-    """28 baseline days (the issue asks for 90: measured once in 252 s here, 12 scheduled
-    retrains, all rejected, no alert, no rollback — README, "Measured"); 28 cover four
-    scheduled retrains and their promotion rule."""
-    result = run_simulation(tmp_path / "sim", mlflow_cache, scenario="baseline",
-                            start=day("2021-01-01"), days=28, rows_per_day=1000)
-    drift_retrains = {e.version for e in result.events_of("retrain")
-                      if e.details["trigger"] in ("drift", "catch-up")}
-    promoted = {e.version for e in result.events_of("promote")}
-    assert not drift_retrains & promoted
-    assert result.events_of("rollback") == []
-    assert result.events_of("error") == []
-    schedule = [e for e in result.events_of("retrain") if e.details["trigger"] == "schedule"]
-    assert [e.day for e in schedule] == [day("2021-01-07"), day("2021-01-14"), day("2021-01-21"),
-                                         day("2021-01-28")]
-    for retrain in schedule:  # each challenger was judged: promoted or rejected, with a reason
-        verdict = [e for e in result.events_of("promote", "reject")
-                   if e.version == retrain.version]
-        assert len(verdict) == 1 and verdict[0].reason
 
 
 @pytest.fixture(scope="module")

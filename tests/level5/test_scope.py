@@ -120,7 +120,6 @@ def test_an_alert_of_one_workbook_starts_only_its_own_retrain_deployment(
     days = {"a": dt.date(2021, 1, 6), "b": dt.date(2021, 2, 6)}
     pool = f"level5-scope-{uuid.uuid4().hex[:8]}"  # no worker: the runs stay scheduled
     ids: dict[str, dict[str, Any]] = {}
-    started = time.monotonic()
     with get_client(sync_client=True) as client:
         try:
             for name, s in settings.items():
@@ -148,9 +147,12 @@ def test_an_alert_of_one_workbook_starts_only_its_own_retrain_deployment(
             assert [r.parameters["today"] for r in runs_b] == [days["b"].isoformat()]
             assert [r.parameters["workbook_home"] for r in runs_b] == [
                 str(settings["b"].workbook_home)]
-            # and A's ignored B's
-            assert [r.parameters["today"] for r in _retrain_runs(client, ids["a"]["retrain"])
-                    ] == [days["a"].isoformat()]
+            # and A's ignored B's (given as long as B's took, and 3 s more, to react)
+            settle = time.monotonic() + 3
+            while time.monotonic() < settle:
+                assert [r.parameters["today"] for r in _retrain_runs(
+                    client, ids["a"]["retrain"])] == [days["a"].isoformat()]
+                time.sleep(0.5)
         finally:
             for deployment in ids.values():
                 for run in _retrain_runs(client, deployment["retrain"]):
@@ -161,4 +163,3 @@ def test_an_alert_of_one_workbook_starts_only_its_own_retrain_deployment(
                     client.delete_deployment(deployment[which])
             if ids:
                 client.delete_work_pool(pool)
-    assert time.monotonic() - started < 60

@@ -24,8 +24,9 @@ decision is still an event in the events table, logged, and a Prefect event.
 
 Several workbooks can share a Prefect server: the deployments (:func:`deployment_name`:
 ``taxi-duration-<id>``), the automation's match (the resource
-``mlops-levels.level5.taxi-duration.<id>``) and the pause keys (:func:`pause_key`) carry the
-workbook's id (:func:`level5_automation.events.workbook_id`).
+``mlops-levels.level5.taxi-duration.<id>``), the pause keys (:func:`pause_key`) and the flow
+runs' tag (:func:`workbook_tag`, ``workbook:<id>``) carry the workbook's id
+(:func:`level5_automation.events.workbook_id`).
 
 Importing this module imports Prefect: the CLI imports it inside ``level5 run`` after the
 environment is prepared (``PREFECT_HOME``, ``PREFECT_API_URL``).
@@ -88,6 +89,13 @@ def deployment_name(settings: Settings) -> str:
     """The name of the workbook's monitor and retrain deployments, ``taxi-duration-<id>``
     (``level5-monitor/taxi-duration-<id>``, ``level5-retrain/taxi-duration-<id>``)."""
     return f"{DEPLOYMENT_PREFIX}-{workbook_id(settings)}"
+
+
+def workbook_tag(settings: Settings) -> str:
+    """The tag of the workbook's flow runs, ``workbook:<id>``: its deployments carry it, an
+    embedded tick runs under it, and ``level5 approve`` looks for paused runs by it (the
+    Prefect UI filters by it too)."""
+    return f"workbook:{workbook_id(settings)}"
 
 
 def pause_key(settings: Settings, version: str) -> str:

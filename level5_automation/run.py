@@ -132,11 +132,17 @@ def deploy(settings: Settings, policy_path: str | None, pool: str, *,
     the process pool ``pool``, loading the flows from this project's folder; their ids."""
     from prefect import flow as prefect_flow
 
-    from level5_automation.flows import deployment_name, flow_parameters, retrain_trigger
+    from level5_automation.flows import (
+        deployment_name,
+        flow_parameters,
+        retrain_trigger,
+        workbook_tag,
+    )
 
     name = deployment_name(settings)
     ensure_work_pool(pool)
     common = {"work_pool_name": pool, "job_variables": {"env": job_environment(settings)},
+              "tags": [workbook_tag(settings)],
               "parameters": flow_parameters(settings, policy_path), "print_next_steps": False,
               "build": False, "push": False, "ignore_warnings": True}
     monitor = prefect_flow.from_source(source=str(PROJECT_ROOT),
@@ -160,22 +166,29 @@ def serve(settings: Settings, policy_path: str | None, *, cron: str) -> None:
         monitor_flow,
         retrain_flow,
         retrain_trigger,
+        workbook_tag,
     )
 
     name, parameters = deployment_name(settings), flow_parameters(settings, policy_path)
-    prefect_serve(monitor_flow.to_deployment(name=name, cron=cron, parameters=parameters),
+    tags = [workbook_tag(settings)]
+    prefect_serve(monitor_flow.to_deployment(name=name, cron=cron, parameters=parameters,
+                                             tags=tags),
                   retrain_flow.to_deployment(name=name, triggers=[retrain_trigger(settings)],
-                                             parameters=parameters))
+                                             parameters=parameters, tags=tags))
 
 
 def run_once_embedded(settings: Settings, policy_path: str | None, *, today: str | None,
                       labelled_through: str | None, poll_seconds: int) -> dict[str, Any]:
-    """One tick as one flow run (``level5-tick``) in this process; its summary."""
-    from level5_automation.flows import tick_flow
+    """One tick as one flow run (``level5-tick``, tagged with the workbook) in this process;
+    its summary."""
+    from prefect import tags
 
-    return tick_flow(today=today, labelled_through=labelled_through, policy_path=policy_path,
-                     workbook_home=str(settings.workbook_home),
-                     approval_poll_seconds=poll_seconds)
+    from level5_automation.flows import tick_flow, workbook_tag
+
+    with tags(workbook_tag(settings)):
+        return tick_flow(today=today, labelled_through=labelled_through,
+                         policy_path=policy_path, workbook_home=str(settings.workbook_home),
+                         approval_poll_seconds=poll_seconds)
 
 
 def _state(run: Any) -> str:
@@ -251,14 +264,45 @@ def _events(loop: Any) -> list[Any]:
     return read_events(loop.engine)
 
 
+#: Flow runs read per request by :func:`paused_runs`.
+PAUSED_PAGE = 200
+
+
+def paused_runs(tag: str) -> list[Any]:
+    """Every paused flow run tagged ``tag`` on the configured Prefect server, read
+    ``PAUSED_PAGE`` at a time in the order of their ids (a stable order to page in)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+        tags=FlowRunFilterTags(all_=[tag]))
+    runs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(flow_run_filter=paused, sort=FlowRunSort.ID_DESC,
+                                         limit=PAUSED_PAGE, offset=len(runs))
+            runs.extend(page)
+            if len(page) < PAUSED_PAGE:
+                return runs
+
+
 def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
                   note: str = "") -> list[str]:
     """Resume the paused flow runs waiting for an answer about ``version`` of this workbook
     with ``decision`` (Prefect's ``resume_flow_run(run_id, run_input=...)``); their names.
-    A run is this workbook's when its pause key carries the workbook's id and its
-    ``workbook_home`` parameter is this folder: another workbook's paused run on the same
-    server is left alone. Nothing is asked of Prefect when no server is configured or
-    recorded."""
+    A run is this workbook's when it carries the workbook's tag, its pause key the workbook's
+    id and its ``workbook_home`` parameter is this folder: another workbook's paused run on the
+    same server is left alone. The server filters by state and tag, and is read a page of
+    ``PAUSED_PAGE`` runs at a time (it answers at most 200 by default), all pages before any
+    run is resumed. Nothing is asked of Prefect when no server is configured or recorded."""
     from level3_training.prefect_server import recorded_server
 
     api = settings.prefect_api_url
@@ -268,21 +312,11 @@ def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
     if not api:
         return []
     prepare(settings, api)
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
-    from level5_automation.flows import pause_key
+    from level5_automation.flows import pause_key, workbook_tag
 
-    paused = FlowRunFilter(state=FlowRunFilterState(
-        type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=paused)
+    runs = paused_runs(workbook_tag(settings))
     home = str(settings.workbook_home)
     resumed = []
     for run in runs:

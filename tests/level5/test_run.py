@@ -174,7 +174,7 @@ def test_a_prefect_server_that_is_down_is_one_line_and_nothing_is_done(
 def paused_run(prepared: Path, tmp_path: Path,
                prefect_api: str) -> Iterator[tuple[Path, subprocess.Popen[str], dict]]:
     """``level5 run --once`` with approval required, in a subprocess, paused on v2."""
-    from level5_automation.flows import pause_key
+    from level5_automation.flows import pause_key, workbook_tag
 
     home, policy = copy_of(prepared, tmp_path, approval="required")
     log = open(tmp_path / "run.log", "w+")  # noqa: SIM115 - closed below
@@ -191,6 +191,7 @@ def paused_run(prepared: Path, tmp_path: Path,
         run = wait_for("a paused level5-tick run", paused, timeout=120)
         assert run["state"]["state_details"]["pause_key"] == pause_key(
             Settings(workbook_home=home), "2")
+        assert workbook_tag(Settings(workbook_home=home)) in run["tags"]
         assert [e.kind for e in events_of(home)][-3:] == ["alert", "retrain", "pending"]
         assert champion_of(home) == "1"
         yield home, process, run
@@ -227,6 +228,46 @@ def test_approval_required_pauses_the_run_and_approve_resumes_it_and_promotes(
     assert state == "COMPLETED"
 
 
+def test_approve_finds_its_paused_run_among_pages_of_others(
+        paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str,
+        cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """More paused runs than one page of the server's answer: other versions of this
+    workbook (its tag, other pause keys) and untagged runs; ``approve`` pages through them
+    and resumes only its own."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Paused
+
+    from level5_automation import run as level5_run
+    from level5_automation.flows import pause_key, workbook_tag
+
+    home, process, run = paused_run
+    settings = Settings(workbook_home=home, prefect_api_url=prefect_api)
+
+    @flow(name="level5-test-decoy")
+    def decoy() -> None:
+        """Never runs: its runs are created paused."""
+
+    decoys = []
+    with get_client(sync_client=True) as client:
+        for version, tags in (("7", [workbook_tag(settings)]), ("8", [workbook_tag(settings)]),
+                              ("9", [workbook_tag(settings)]), ("2", [])):
+            decoys.append(client.create_flow_run(decoy, tags=tags, state=Paused(
+                pause_key=pause_key(settings, version))).id)
+    monkeypatch.setattr(level5_run, "PAUSED_PAGE", 1)
+    tagged = level5_run.paused_runs(workbook_tag(settings))
+    assert sorted(str(r.id) for r in tagged) == sorted([run["id"], *map(str, decoys[:3])])
+    done = cli("approve", "2", "--day", DAY, env={"WORKBOOK_HOME": str(home),
+                                                   "PREFECT_API_URL": prefect_api})
+    assert done.exit_code == 0, done.output
+    assert f"resumed the paused flow run {run['name']}" in done.output
+    assert process.wait(timeout=60) == 0
+    assert champion_of(home) == "2"
+    states = {r["id"]: r["state_type"] for r in api_post(prefect_api, "/flow_runs/filter", {
+        "flow_runs": {"id": {"any_": [str(d) for d in decoys]}}})}
+    assert set(states.values()) == {"PAUSED"}, states  # the others are left alone
+
+
 def test_a_reject_from_the_resume_form_is_recorded_by_the_flow_and_the_champion_stays(
         paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str) -> None:
     from prefect.flow_runs import resume_flow_run
@@ -244,7 +285,7 @@ def test_a_reject_from_the_resume_form_is_recorded_by_the_flow_and_the_champion_
 def test_team_mode_the_automation_starts_the_retrain_deployment_run_by_the_worker(
         prepared: Path, tmp_path: Path) -> None:
     from level3_training.prefect_server import running_server
-    from level5_automation.flows import deployment_name
+    from level5_automation.flows import deployment_name, workbook_tag
 
     home, policy = copy_of(prepared, tmp_path)
     name = deployment_name(Settings(workbook_home=home))
@@ -279,6 +320,8 @@ def test_team_mode_the_automation_starts_the_retrain_deployment_run_by_the_worke
             assert retrain[0]["parameters"]["labelled_through"] == LABELLED
             assert retrain[0]["parameters"]["today"] == DAY
             assert monitor[0]["work_pool_name"] == retrain[0]["work_pool_name"] == "level5-test"
+            tag = workbook_tag(Settings(workbook_home=home))
+            assert tag in monitor[0]["tags"] and tag in retrain[0]["tags"]
             assert retrain[0]["deployment_id"] == retrain_trigger["actions"][0]["deployment_id"]
             deployments = api_post(api, "/deployments/filter", {})
             assert sorted(d["name"] for d in deployments) == [name, name]  # monitor, retrain

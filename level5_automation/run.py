@@ -264,13 +264,15 @@ def _events(loop: Any) -> list[Any]:
     return read_events(loop.engine)
 
 
-#: Flow runs read per request by :func:`paused_runs`.
-PAUSED_PAGE = 200
+#: Flow runs read per request by :func:`paused_runs` (None: the server's page, 200 unless
+#: its ``PREFECT_SERVER_API_DEFAULT_LIMIT`` says otherwise; asking for more would be refused).
+PAUSED_PAGE: int | None = None
 
 
 def paused_runs(tag: str) -> list[Any]:
-    """Every paused flow run tagged ``tag`` on the configured Prefect server, read
-    ``PAUSED_PAGE`` at a time in the order of their ids (a stable order to page in)."""
+    """Every paused flow run tagged ``tag`` on the configured Prefect server, read a page at a
+    time (``PAUSED_PAGE``) in the order of their ids (a stable order to page in) until a page
+    comes back empty."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -289,9 +291,9 @@ def paused_runs(tag: str) -> list[Any]:
         while True:
             page = client.read_flow_runs(flow_run_filter=paused, sort=FlowRunSort.ID_DESC,
                                          limit=PAUSED_PAGE, offset=len(runs))
-            runs.extend(page)
-            if len(page) < PAUSED_PAGE:
+            if not page:
                 return runs
+            runs.extend(page)
 
 
 def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
@@ -300,9 +302,9 @@ def resume_paused(settings: Settings, version: str, decision: str, *, by: str,
     with ``decision`` (Prefect's ``resume_flow_run(run_id, run_input=...)``); their names.
     A run is this workbook's when it carries the workbook's tag, its pause key the workbook's
     id and its ``workbook_home`` parameter is this folder: another workbook's paused run on the
-    same server is left alone. The server filters by state and tag, and is read a page of
-    ``PAUSED_PAGE`` runs at a time (it answers at most 200 by default), all pages before any
-    run is resumed. Nothing is asked of Prefect when no server is configured or recorded."""
+    same server is left alone. The server filters by state and tag, and is read page by page
+    (it answers at most 200 runs a request by default), all pages before any run is
+    resumed. Nothing is asked of Prefect when no server is configured or recorded."""
     from level3_training.prefect_server import recorded_server
 
     api = settings.prefect_api_url

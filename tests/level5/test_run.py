@@ -254,9 +254,11 @@ def test_approve_finds_its_paused_run_among_pages_of_others(
                               ("9", [workbook_tag(settings)]), ("2", [])):
             decoys.append(client.create_flow_run(decoy, tags=tags, state=Paused(
                 pause_key=pause_key(settings, version))).id)
-    monkeypatch.setattr(level5_run, "PAUSED_PAGE", 1)
-    tagged = level5_run.paused_runs(workbook_tag(settings))
-    assert sorted(str(r.id) for r in tagged) == sorted([run["id"], *map(str, decoys[:3])])
+    expected = sorted([run["id"], *map(str, decoys[:3])])
+    for page in (None, 1):  # the server's page, then one run a page
+        monkeypatch.setattr(level5_run, "PAUSED_PAGE", page)
+        tagged = level5_run.paused_runs(workbook_tag(settings))
+        assert sorted(str(r.id) for r in tagged) == expected, page
     done = cli("approve", "2", "--day", DAY, env={"WORKBOOK_HOME": str(home),
                                                    "PREFECT_API_URL": prefect_api})
     assert done.exit_code == 0, done.output

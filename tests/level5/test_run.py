@@ -232,8 +232,9 @@ def test_approve_finds_its_paused_run_among_pages_of_others(
         paused_run: tuple[Path, subprocess.Popen[str], dict], prefect_api: str,
         cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """More paused runs than one page of the server's answer: other versions of this
-    workbook (its tag, other pause keys) and untagged runs; ``approve`` pages through them
-    and resumes only its own."""
+    workbook (its tag, other pause keys) and an untagged one; ``approve`` pages through them
+    and resumes only its own. The other runs are deleted afterwards (the server is the
+    session's)."""
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Paused
@@ -254,20 +255,25 @@ def test_approve_finds_its_paused_run_among_pages_of_others(
                               ("9", [workbook_tag(settings)]), ("2", [])):
             decoys.append(client.create_flow_run(decoy, tags=tags, state=Paused(
                 pause_key=pause_key(settings, version))).id)
-    expected = sorted([run["id"], *map(str, decoys[:3])])
-    for page in (None, 1):  # the server's page, then one run a page
-        monkeypatch.setattr(level5_run, "PAUSED_PAGE", page)
-        tagged = level5_run.paused_runs(workbook_tag(settings))
-        assert sorted(str(r.id) for r in tagged) == expected, page
-    done = cli("approve", "2", "--day", DAY, env={"WORKBOOK_HOME": str(home),
-                                                   "PREFECT_API_URL": prefect_api})
-    assert done.exit_code == 0, done.output
-    assert f"resumed the paused flow run {run['name']}" in done.output
-    assert process.wait(timeout=60) == 0
-    assert champion_of(home) == "2"
-    states = {r["id"]: r["state_type"] for r in api_post(prefect_api, "/flow_runs/filter", {
-        "flow_runs": {"id": {"any_": [str(d) for d in decoys]}}})}
-    assert set(states.values()) == {"PAUSED"}, states  # the others are left alone
+    try:
+        expected = sorted([run["id"], *map(str, decoys[:3])])
+        for page in (None, 1):  # the server's page, then one run a page
+            monkeypatch.setattr(level5_run, "PAUSED_PAGE", page)
+            tagged = level5_run.paused_runs(workbook_tag(settings))
+            assert sorted(str(r.id) for r in tagged) == expected, page
+        done = cli("approve", "2", "--day", DAY, env={"WORKBOOK_HOME": str(home),
+                                                       "PREFECT_API_URL": prefect_api})
+        assert done.exit_code == 0, done.output
+        assert f"resumed the paused flow run {run['name']}" in done.output
+        assert process.wait(timeout=60) == 0
+        assert champion_of(home) == "2"
+        states = {r["id"]: r["state_type"] for r in api_post(prefect_api, "/flow_runs/filter", {
+            "flow_runs": {"id": {"any_": [str(d) for d in decoys]}}})}
+        assert list(states.values()) == ["PAUSED"] * 4, states  # the others are left alone
+    finally:
+        with get_client(sync_client=True) as client:
+            for decoy_id in decoys:
+                client.delete_flow_run(decoy_id)
 
 
 def test_a_reject_from_the_resume_form_is_recorded_by_the_flow_and_the_champion_stays(

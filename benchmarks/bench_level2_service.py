@@ -178,7 +178,8 @@ def _call_wsgi(app: Any, body: bytes) -> bytes:
 def profile_request_path(ours_model: Path, baseline_model: Path, single: str, batch: str,
                          workdir: Path) -> dict[str, dict[str, float]]:
     """In-process cost, in µs, of each step of one request on both sides (no HTTP, no Flask
-    dispatch except in the "whole request" row: Flask's WSGI app called with a ready environ).
+    dispatch except in the "whole request" rows: the app's WSGI callable with a ready environ, with
+    its fast path for POST /predict and with Flask alone).
     Prometheus runs in multiprocess mode (memory-mapped files), as under gunicorn."""
 
     from level2_devops.service.server import multiprocess_dir
@@ -203,6 +204,7 @@ def _profile_in_process(ours_model: Path, baseline_model: Path, single: str,
     loaded, parser, metrics = source.load(), RideParser(), ServiceMetrics()
     flask_app = Flask("baseline")
     app = create_app(source)
+    flask_only = create_app(source, {"PREDICT_FAST_PATH": False})
     out: dict[str, dict[str, float]] = {}
     for label, text in (("single", single), ("batch", batch)):
         data = text.encode()
@@ -231,6 +233,8 @@ def _profile_in_process(ours_model: Path, baseline_model: Path, single: str,
             "ours_encode": _per_call_us(
                 lambda m=minutes, o=one: predictions_body(m, {"model_version": "1"}, o), n),
             "ours_whole_request_wsgi": _per_call_us(lambda d=data: _call_wsgi(app, d), n),
+            "ours_whole_request_through_flask": _per_call_us(
+                lambda d=data: _call_wsgi(flask_only, d), n),
             "baseline_json_parse": _per_call_us(lambda d=data: json.loads(d), n),
             "baseline_dicts_transform_predict": _per_call_us(
                 lambda f=features: model.predict(dv.transform(f)), n),

@@ -36,7 +36,8 @@ def screenshot_path(name: str) -> Path:
 
 def chromium_path() -> str:
     """The system Chromium, or skip the calling test with the reason."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = (os.environ.get("CHROMIUM") or shutil.which("chromium")
+            or shutil.which("chromium-browser"))
     if not path:
         pytest.skip("no chromium on PATH (Debian's package 'chromium'; .ci/run installs it)")
     try:
@@ -79,7 +80,8 @@ def open_page(url: str, screenshot: Path | None = None, *, wait_for: str | None 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             check = PageCheck(url=url, title="")
-            page.on("console", lambda m: check.console_errors.append(m.text) if m.type == "error" else None)
+            page.on("console", lambda m: check.console_errors.append(m.text)
+                    if m.type == "error" else None)
             page.on("pageerror", lambda e: check.page_errors.append(str(e)))
             page.on("requestfailed", lambda r: check.failed_requests.append(r.url))
             page.goto(url, wait_until=wait_until, timeout=timeout_ms)

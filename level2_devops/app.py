@@ -37,10 +37,15 @@ from flask import (
     Blueprint,
     Flask,
     Response,
+    appcontext_popped,
+    appcontext_pushed,
+    appcontext_tearing_down,
     current_app,
+    got_request_exception,
     request,
     request_finished,
     request_started,
+    request_tearing_down,
 )
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
@@ -316,6 +321,13 @@ def _only_the_services_hooks(app: Flask) -> bool:
         funcs for registry in others for funcs in registry.values())
 
 
+#: The receivers of the signals Flask sends around a request (a receiver may connect at any
+#: time: each request looks).
+_SIGNAL_RECEIVERS = tuple(signal.receivers for signal in (
+    request_started, request_finished, request_tearing_down, got_request_exception,
+    appcontext_pushed, appcontext_popped, appcontext_tearing_down))
+
+
 def _fast_json_length(environ: Mapping[str, Any], limit: int) -> int | None:
     """The Content-Length of a request the fast path takes, else None: a POST to /predict
     with ``Content-Type: application/json`` (optionally with parameters), a Content-Length of
@@ -340,9 +352,10 @@ class PredictFastPath:
     over ``MAX_CONTENT_LENGTH``, and any request whose parsing, model choice or prediction
     raises — goes to Flask, with the body that was read handed back as the request's input, so
     every error keeps its one handler and its one shape. An app with other hooks (an
-    ``after_request`` function, a request signal receiver) gets Flask for every request, and
-    so does one created with ``PREDICT_FAST_PATH = False``. In process a single ride costs
-    about half what it costs through Flask (``benchmarks/bench_level4_service.py``).
+    ``after_request`` function, a receiver of a request or app-context signal) gets Flask for
+    every request, and so does one created with ``PREDICT_FAST_PATH = False``; so does each
+    process's first request, after which Flask refuses new hooks. In process a single ride costs
+    80 µs this way against 383 µs through Flask (``benchmarks/bench_level2_service.py``).
     """
 
     def __init__(self, app: Flask, flask_wsgi_app: Callable[..., Iterable[bytes]],
@@ -353,10 +366,13 @@ class PredictFastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
-        if self.enabled is None:  # decided at the first request: Flask forbids hooks after it
+        if self.enabled is None:
+            # A process's first request goes to Flask, which then refuses any new hook
+            # ("can no longer be called"), so the hooks seen now are the app's for good.
             self.enabled = _only_the_services_hooks(self.app)
+            return self.flask_wsgi_app(environ, start_response)
         length = _fast_json_length(environ, self.limit) if self.enabled else None
-        if length is None or request_started.receivers or request_finished.receivers:
+        if length is None or any(_SIGNAL_RECEIVERS):
             return self.flask_wsgi_app(environ, start_response)
         body = environ["wsgi.input"].read(length)
         try:

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import flask
 import pytest
-from flask import Flask, request_started
+from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
@@ -107,6 +108,7 @@ def _apps(model_file: Path, config: dict[str, Any]) -> tuple[Flask, Flask, ListS
                         for enabled, sink in zip((True, False), sinks, strict=True))
     for app in (fast, flask_only):
         start_service(app)
+        _call(app, _environ(path="/health", method="GET", content_type=None))  # the first
     return fast, flask_only, *sinks
 
 
@@ -175,7 +177,10 @@ def test_a_model_that_fails_is_answered_by_flasks_error_handler(
     source = ModelFileSource(linear_model_file)
     app = create_app(source)
     start_service(app)
+    _call(app, _environ(path="/health", method="GET", content_type=None))
     flask_calls = _flask_calls(app)
+    assert _call(app, _environ(body=_body(RIDE)))[0].startswith("200")
+    assert flask_calls == []
 
     def unavailable(request: Any) -> Any:
         raise ModelUnavailableError("no model file")
@@ -198,21 +203,43 @@ def test_an_app_with_hooks_of_its_own_is_served_by_flask_only(linear_model_file:
         return response
 
     flask_calls = _flask_calls(app)
-    status, _, _ = _call(app, _environ(body=_body(RIDE)))
-    assert status.startswith("200")
-    assert (seen, flask_calls) == (["200 OK"], ["/predict"])
+    for _ in range(2):
+        status, _, _ = _call(app, _environ(body=_body(RIDE)))
+        assert status.startswith("200")
+    assert (seen, flask_calls) == (["200 OK"] * 2, ["/predict"] * 2)
 
 
-def test_a_request_signal_receiver_turns_the_fast_path_off(linear_model_file: Path) -> None:
+def test_the_first_request_goes_to_flask_which_then_refuses_new_hooks(
+        linear_model_file: Path) -> None:
+    """No hook can be added once the fast path has looked for them: Flask refuses setup after
+    its first request, and the first request of a process is Flask's."""
     app = create_app(ModelFileSource(linear_model_file))
     flask_calls = _flask_calls(app)
-    started: list[str] = []
+    for _ in range(3):
+        assert _call(app, _environ(body=_body(RIDE)))[0].startswith("200")
+    assert flask_calls == ["/predict"]
+    with pytest.raises(AssertionError, match="can no longer be called"):
+        app.after_request(lambda response: response)
 
-    def note(sender: Any, **extra: Any) -> None:
-        started.append("started")
 
+SIGNALS = ("request_started", "request_finished", "request_tearing_down",
+           "got_request_exception", "appcontext_pushed", "appcontext_popped",
+           "appcontext_tearing_down")
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_a_signal_receiver_turns_the_fast_path_off_while_connected(
+        linear_model_file: Path, name: str) -> None:
+    app = create_app(ModelFileSource(linear_model_file))
+    _call(app, _environ(path="/health", method="GET", content_type=None))
+    flask_calls = _flask_calls(app)
     _call(app, _environ(body=_body(RIDE)))
     assert flask_calls == []
-    with request_started.connected_to(note, app):
+
+    def note(sender: Any, **extra: Any) -> None:
+        """A receiver that does nothing: being connected is what counts."""
+
+    with getattr(flask, name).connected_to(note, app):
         _call(app, _environ(body=_body(RIDE)))
-    assert (started, flask_calls) == (["started"], ["/predict"])
+    _call(app, _environ(body=_body(RIDE)))
+    assert flask_calls == ["/predict"]

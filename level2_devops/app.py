@@ -15,7 +15,9 @@ Every error is JSON, ``{"error": code, "message": one line, "field", "index", "r
 traceback. The model comes from a ``ModelSource`` (level 2: a file; level 4: the registry), which
 chooses the model of each request; served predictions go to an optional ``PredictionSink``.
 Every response the client gets is counted, once, by a WSGI wrapper around the Flask app (after
-every after_request function and error handler); a failing metric never fails a request.
+every after_request function and error handler); a failing metric never fails a request. Inside
+that wrapper, ``PredictFastPath`` answers a well-formed ``POST /predict`` with the view's own
+functions but without Flask's per-request machinery, and hands everything else to Flask.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -313,7 +316,7 @@ class RequestCounter:
 
 def _only_the_services_hooks(app: Flask) -> bool:
     """Whether ``app`` runs nothing around a view but ``create_app``'s own hooks: no other
-    before/after/teardown request function, URL processor or request signal receiver."""
+    before/after/teardown request function and no URL processor."""
     before = [f for funcs in app.before_request_funcs.values() for f in funcs]
     others = (app.after_request_funcs, app.teardown_request_funcs,
               app.url_value_preprocessors, app.url_default_functions)
@@ -336,7 +339,8 @@ def _fast_json_length(environ: Mapping[str, Any], limit: int) -> int | None:
     length = environ.get("CONTENT_LENGTH", "")
     if (environ.get("PATH_INFO") != "/predict" or environ.get("REQUEST_METHOD") != "POST"
             or not (content_type == JSON or content_type.startswith(JSON + ";"))
-            or not length.isdigit() or "HTTP_TRANSFER_ENCODING" in environ):
+            or not (length.isascii() and length.isdigit())
+            or "HTTP_TRANSFER_ENCODING" in environ):
         return None
     size = int(length)
     return size if size <= limit else None
@@ -361,7 +365,8 @@ class PredictFastPath:
     def __init__(self, app: Flask, flask_wsgi_app: Callable[..., Iterable[bytes]],
                  state: ServiceState) -> None:
         self.app, self.flask_wsgi_app, self.state = app, flask_wsgi_app, state
-        self.limit = int(app.config["MAX_CONTENT_LENGTH"])
+        limit = app.config["MAX_CONTENT_LENGTH"]  # None: Flask sets no limit
+        self.limit = sys.maxsize if limit is None else int(limit)
         self.enabled: bool | None = None if app.config["PREDICT_FAST_PATH"] else False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]

@@ -93,6 +93,8 @@ REQUESTS = {
     "too many rides": lambda: _environ(body=_body([RIDE] * 51)),
     "over the size limit": lambda: _environ(body=_body([RIDE] * 80)),
     "chunked": lambda: _chunked(_body(RIDE)),
+    "a Content-Length in other digits": lambda: _environ(body=_body(RIDE),
+                                                         CONTENT_LENGTH="\u0666\u0665"),
     "truncated": lambda: _truncated(_body(RIDE)),
     "GET /predict": lambda: _environ(method="GET", body=b"", content_type=None),
     "PUT /predict": lambda: _environ(method="PUT", body=_body(RIDE)),
@@ -243,3 +245,12 @@ def test_a_signal_receiver_turns_the_fast_path_off_while_connected(
         _call(app, _environ(body=_body(RIDE)))
     _call(app, _environ(body=_body(RIDE)))
     assert flask_calls == ["/predict"]
+
+
+def test_an_app_without_a_size_limit_has_the_fast_path_too(linear_model_file: Path) -> None:
+    app = create_app(ModelFileSource(linear_model_file), {"MAX_CONTENT_LENGTH": None})
+    _call(app, _environ(path="/health", method="GET", content_type=None))
+    flask_calls = _flask_calls(app)
+    status, _, body = _call(app, _environ(body=_body([RIDE] * 100)))
+    assert status.startswith("200") and len(json.loads(body)) == 100
+    assert flask_calls == []
